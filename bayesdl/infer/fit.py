@@ -380,7 +380,14 @@ def fit(
             history[:n] = torch.as_tensor(state["losses"][:n])
             set_rng_state(state["rng"])
 
-        def write_checkpoint(step: int) -> None:
+        def write_checkpoint(step: int, args: tuple) -> None:
+            # never overwrite the last good checkpoint with non-finite parameters
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                raise NonFiniteLossError(
+                    f"parameters became non-finite by step {step}: "
+                    + "; ".join(_diagnose(model, guide, args))
+                    + f"; the last good checkpoint is {os.fspath(checkpoint)!r}"
+                )
             save_checkpoint(
                 {
                     "step": step,
@@ -430,7 +437,21 @@ def fit(
                 epoch, args = batches.batch(step)
                 if kl_messenger is not None and callable(kl_weight):
                     kl_messenger.scale = float(kl_weight(step))
-                value = loss_fn(*args)
+                try:
+                    value = loss_fn(*args)
+                except ValueError as e:
+                    # distribution validation rejects NaN parameters before the loss exists
+                    if all(bool(torch.isfinite(p).all()) for p in params):
+                        raise
+                    raise NonFiniteLossError(
+                        f"parameters became non-finite before step {step + 1}: "
+                        + "; ".join(_diagnose(model, guide, args))
+                        + (
+                            f"; the last good checkpoint is {os.fspath(checkpoint)!r}"
+                            if checkpoint is not None and os.path.exists(checkpoint)
+                            else ""
+                        )
+                    ) from e
                 device_losses.append(value.detach())
                 on_cpu = value.device.type == "cpu"
                 if on_cpu or (step + 1 - checked) >= sync_every:
@@ -452,7 +473,7 @@ def fit(
                     step % checkpoint_every == 0 or step == total or stop
                 ):
                     flush(step, args)
-                    write_checkpoint(step)
+                    write_checkpoint(step, args)
                 if stop:
                     break
             flush(step, args if step > start else ())

@@ -221,17 +221,14 @@ def _drop_data_slot(f: Tensor, weights: dict[str, Tensor], shapes: dict[str, tor
     """Remove the size-1 dim that particle-batched weights carry at the data plate's position.
 
     Inside a particle plate at dim -2 (as under ``vectorize_particles`` with one data plate)
-    weights have batch shape ``[K, 1]``; the trailing 1 is where the data plate's ``B`` goes.
+    weights have batch shape ``[K, 1]``; the trailing 1 is where the data plate's ``B`` goes, so
+    outputs ``[K, 1, B, *out]`` become ``[K, B, *out]``. Weights batched without that slot
+    (``[K]``, as ``pyro.infer.Predictive(parallel=True)`` passes them) already give
+    ``[K, B, *out]``.
     """
     batch = len(particle_batch_shape(weights, shapes))
-    if batch == 0:
+    if batch == 0 or f.shape[batch - 1] != 1:
         return f
-    if f.shape[batch - 1] != 1:
-        raise ValueError(
-            "weight particles must be batched at dims to the left of the data plate (dim -1), "
-            f"e.g. pyro.plate('particles', K, dim=-2); got particle batch shape "
-            f"{tuple(f.shape[:batch])}"
-        )
     return f.squeeze(batch - 1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 
 from bayesdl.priors.prior import Prior, WeightSite, as_event, move_distribution
 
@@ -28,9 +29,11 @@ class IIDPrior(Prior):
 
     def __init__(self, distribution: dist.Distribution):
         super().__init__()
-        if not isinstance(distribution, torch.distributions.Distribution):
+        if not isinstance(distribution, TorchDistributionMixin):
             raise TypeError(
-                f"distribution must be a torch/pyro Distribution, got {type(distribution).__name__}"
+                "distribution must be a pyro.distributions distribution (e.g. "
+                f"pyro.distributions.Normal), got {type(distribution).__module__}."
+                f"{type(distribution).__name__}"
             )
         if distribution.batch_shape != torch.Size() or distribution.event_shape != torch.Size():
             raise ValueError(
@@ -41,8 +44,6 @@ class IIDPrior(Prior):
 
     def distribution(self, site: WeightSite) -> dist.Distribution:
         base = move_distribution(self.base, site.param)
-        if not isinstance(base, dist.TorchDistributionMixin):
-            raise TypeError(f"{type(base).__name__} is not a pyro.distributions distribution")
         return as_event(base, site.param.shape)
 
     def extra_repr(self) -> str:
