@@ -116,6 +116,12 @@ class BNN(nn.Module):
             value = owner._parameters.pop(local)
             owner.register_buffer(local, value.detach().clone())
         self.name = name
+        # fixed at construction: owners and shapes (buffers themselves are looked up on use,
+        # since .to(device) replaces them)
+        self._owners = [
+            (n, net.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]) for n in selected
+        ]
+        self._shapes = {n: net.get_buffer(n).shape for n in selected}
 
     # ------------------------------------------------------------------ sites
     @property
@@ -126,15 +132,12 @@ class BNN(nn.Module):
     @property
     def sites(self) -> list[WeightSite]:
         """The random parameters as :class:`~bayesdl.priors.WeightSite` s."""
-        return [
-            WeightSite(n, self.net.get_buffer(n), self.net.get_submodule(n.rpartition(".")[0]))
-            for n in self._site_names
-        ]
+        return [WeightSite(n, owner._buffers[local], owner) for n, owner, local in self._owners]
 
     @property
     def param_shapes(self) -> dict[str, torch.Size]:
         """Shape of each random parameter."""
-        return {n: self.net.get_buffer(n).shape for n in self._site_names}
+        return dict(self._shapes)
 
     def sample_latents(self) -> dict[str, Tensor]:
         """Sample every latent site: the weights (via the prior) and the likelihood's latents."""
@@ -166,7 +169,7 @@ class BNN(nn.Module):
             self.net,
             params,
             x,
-            shapes=self.param_shapes,
+            shapes=self._shapes,
             unbatched=unbatched,
             batch_shape=batch_shape,
             chunk_size=self.chunk_size,
@@ -210,7 +213,7 @@ class BNN(nn.Module):
         latents = self.sample_latents()
         weights = {n: latents[n] for n in self._site_names}
         f = bnn_forward(self, weights, x)
-        f = _drop_data_slot(f, weights, self.param_shapes)
+        f = _drop_data_slot(f, weights, self._shapes)
         self.likelihood(f, y, latents)
         return f
 

@@ -128,3 +128,23 @@ def test_classification_outputs_and_device(device):
     y = torch.randint(0, 3, (20,), device=device)
     f = bnn(x, y)
     assert f.shape == (20, 3) and f.device.type == device.type
+
+
+def test_batchnorm_in_training_mode_with_particles_gives_a_clear_error():
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    )
+    bnn = BNN(
+        net,
+        LayerwiseNormalPrior(),
+        GaussianLikelihood(10),
+        site_filter=lambda name, module: not isinstance(module, torch.nn.BatchNorm1d),
+    )
+    x = torch.randn(10, 3)
+    assert bnn(x).shape == (10, 1)  # one particle: ordinary training-mode BatchNorm
+    with pytest.raises(ValueError, match=r"BatchNorm layer '1' is in training mode"):
+        with pyro.plate("particles", 4, dim=-2):
+            bnn(x)
+    net.eval()
+    with pyro.plate("particles", 4, dim=-2):
+        assert bnn(x).shape == (4, 10, 1)
