@@ -14,16 +14,16 @@ _F = TypeVar("_F", bound=Callable)
 
 
 @overload
-def local_reparam(fn: None = None) -> LocalReparamMessenger: ...
+def local_reparam(fn: None = None, *, conv: str = "flipout") -> LocalReparamMessenger: ...
 @overload
-def local_reparam(fn: _F) -> _F: ...
-def local_reparam(fn=None):
+def local_reparam(fn: _F, *, conv: str = "flipout") -> _F: ...
+def local_reparam(fn=None, *, conv="flipout"):
     """Local reparameterisation for Gaussian ``nn.Linear`` / ``nn.Conv2d`` weights of a BNN.
 
-    Use as a context manager around guide and model, or wrap a callable.
-    See :class:`LocalReparamMessenger`.
+    Use as a context manager around guide and model, or wrap a callable that evaluates both.
+    See :class:`LocalReparamMessenger` (``conv`` selects how convolutions are handled).
     """
-    messenger = LocalReparamMessenger()
+    messenger = LocalReparamMessenger(conv=conv)
     return messenger if fn is None else messenger(fn)
 
 

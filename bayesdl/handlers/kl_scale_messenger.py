@@ -26,9 +26,18 @@ class KLScaleMessenger(Messenger):
 
     def __init__(self, scale: float = 1.0):
         super().__init__()
-        check_positive(scale, "scale")
-        self.scale = float(scale)
+        self.scale = scale
+
+    @property
+    def scale(self) -> float:
+        """The weight of the KL term (``> 0``)."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        check_positive(value, "scale")  # also rejects NaN
+        self._scale = float(value)
 
     def _pyro_sample(self, msg) -> None:
         if not msg["is_observed"]:
-            msg["scale"] = self.scale * msg["scale"]
+            msg["scale"] = self._scale * msg["scale"]

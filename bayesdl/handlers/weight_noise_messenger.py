@@ -75,12 +75,23 @@ class WeightNoiseMessenger(Messenger):
     are intercepted by a :class:`torch.overrides.TorchFunctionMode` active only inside the
     forward op, so nothing is patched outside it. Weights whose distribution is not Normal, or
     whose parameters vary across particles, are sampled as usual. Wrap the whole inference step
-    (guide and model), e.g. ``with local_reparam(): loss = elbo.differentiable_loss(...)``.
+    (guide and model), e.g. ``with local_reparam(): loss = elbo.differentiable_loss(...)``:
+    a weight is handled only when the handler saw both the guide draw it and the model replay
+    it; under the model alone (or the prior predictive) weights are sampled as usual.
     """
 
     def __init__(self):
         super().__init__()
-        self._recent: dict[str, tuple[Tensor, dist.Distribution]] = {}
+        # site name -> (value, distribution that drew it, confirmed by a replaying model site)
+        self._recent: dict[str, tuple[Tensor, dist.Distribution, bool]] = {}
+        #: number of forward ops in which at least one layer was handled (for diagnostics)
+        self.num_engaged = 0
+        #: number of forward ops seen
+        self.num_forward = 0
+
+    def __exit__(self, *args, **kwargs):
+        self._recent.clear()  # drop the samples (and their graphs) of this evaluation
+        return super().__exit__(*args, **kwargs)
 
     # subclasses implement these two with signatures of F.linear / F.conv2d plus ``scale=``
     def noisy_linear(self, x, weight, bias=None, *, scale):
@@ -97,13 +108,18 @@ class WeightNoiseMessenger(Messenger):
             return
         previous = self._recent.get(name)
         if previous is not None and previous[0] is msg["value"]:
-            return  # the model replaying the guide's value: keep the guide's distribution
-        self._recent[name] = (msg["value"], msg["fn"])
+            # the model replaying the guide's value: the guide's distribution drew it
+            self._recent[name] = (previous[0], previous[1], True)
+            return
+        # a first sighting: trusted only once a replaying site confirms it, so that a handler
+        # around the model alone (whose sites carry the prior, not the guide) never uses it
+        self._recent[name] = (msg["value"], msg["fn"], False)
 
     def _pyro_bnn_forward(self, msg) -> None:
         if msg["done"]:
             return
         bnn, params, x = msg["args"]
+        self.num_forward += 1
         shapes = bnn.param_shapes
         gaussian: dict[str, tuple[Tensor, Tensor]] = {}
         for name, value in params.items():
@@ -111,13 +127,14 @@ class WeightNoiseMessenger(Messenger):
             if local != "weight" or not isinstance(bnn.net.get_submodule(prefix), _LAYERS):
                 continue
             record = self._recent.get(name)
-            if record is None or record[0] is not value:
+            if record is None or record[0] is not value or not record[2]:
                 continue
             loc_scale = _normal_loc_scale(record[1], shapes[name])
             if loc_scale is not None:
                 gaussian[name] = loc_scale
         if not gaussian:
             return
+        self.num_engaged += 1
         batch = particle_batch_shape(params, shapes)
         rest = {n: v for n, v in params.items() if n not in gaussian}
         locs = {n: loc for n, (loc, _) in gaussian.items()}

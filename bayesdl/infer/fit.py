@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from bayesdl._validation import check_finite, check_positive_int, check_tensor
 from bayesdl.handlers.flipout_messenger import FlipoutMessenger
 from bayesdl.handlers.kl_scale_messenger import KLScaleMessenger
 from bayesdl.handlers.local_reparam_messenger import LocalReparamMessenger
+from bayesdl.infer._module_local import prepare_module_local
 from bayesdl.infer.checkpoint import load_checkpoint, save_checkpoint
 
 _REPARAM = {"local": LocalReparamMessenger, "flipout": FlipoutMessenger}
@@ -346,8 +348,10 @@ def fit(
         raise TypeError(f"loss must be a pyro.infer.ELBO, got {type(loss).__name__}")
 
     messengers: list[Messenger] = list(handlers)
+    reparam_messenger = None
     if reparam is not None:
-        messengers.append(_REPARAM[reparam]())
+        reparam_messenger = _REPARAM[reparam]()
+        messengers.append(reparam_messenger)
     kl_messenger = None
     if callable(kl_weight) or kl_weight != 1.0:
         kl_messenger = KLScaleMessenger(1.0 if callable(kl_weight) else kl_weight)
@@ -359,6 +363,7 @@ def fit(
             fn = m(fn)
         return fn(model, guide, *args)
 
+    prepare_module_local(model, guide)
     with pyro.settings.context(module_local_params=True):
         start = 0 if state is None else int(state["step"])
         if state is None:
@@ -457,6 +462,15 @@ def fit(
                 if on_cpu or (step + 1 - checked) >= sync_every:
                     if not bool(torch.isfinite(value)):
                         flush(step + 1, args)
+                if step == start and reparam_messenger is not None:
+                    if reparam_messenger.num_engaged == 0:
+                        warnings.warn(
+                            f"reparam={reparam!r} found no nn.Linear/nn.Conv2d weight with a "
+                            "Normal guide distribution (autoguides such as AutoNormal sample "
+                            "through auxiliary sites); weights are sampled as usual",
+                            UserWarning,
+                            stacklevel=2,
+                        )
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 optimizer.step()

@@ -11,6 +11,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
 
 from bayesdl._validation import check_positive_int, check_tensor
+from bayesdl.infer._module_local import prepare_module_local
 from bayesdl.likelihoods.prediction import Prediction
 from bayesdl.nn.bnn import BNN
 
@@ -27,6 +28,7 @@ def sample_posterior(
         ``(f, latents, model_trace)`` with ``f`` of shape ``[S, B, *out]`` and each latent of
         shape ``[S, 1, *site_shape]``.
     """
+    prepare_module_local(model, guide)
     with torch.no_grad(), pyro.settings.context(module_local_params=True), poutine.block():
         with pyro.plate(_PARTICLE_PLATE, num_samples, dim=-2):
             if guide is None:
@@ -102,4 +104,5 @@ def predict(
                 for start in range(batch_size, x.shape[0], batch_size):
                     chunks.append(replayed(x[start : start + batch_size]))
         f = torch.cat(chunks, dim=1)
-    return model.likelihood.summarize(f, latents)
+    with torch.no_grad():
+        return model.likelihood.summarize(f, latents)

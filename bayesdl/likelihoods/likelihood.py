@@ -63,9 +63,16 @@ class Likelihood(nn.Module):
             )
         return int(f.shape[-1 - self.output_dims])
 
-    def plate(self, batch_size: int, device: torch.device) -> pyro.plate:
-        """The data plate for a batch of ``batch_size`` points."""
+    def plate(self, batch_size: int, device: torch.device, *, observed: bool = True) -> pyro.plate:
+        """The data plate for a batch of ``batch_size`` points.
+
+        When targets are observed the plate has ``dataset_size`` points (scale ``N / B``); when
+        they are sampled (predictions at new inputs, possibly more than ``N`` of them) the
+        scale does not matter and the plate covers at least the batch.
+        """
         size = batch_size if self.dataset_size is None else self.dataset_size
+        if not observed:
+            size = max(size, batch_size)
         if batch_size > size:
             raise ValueError(
                 f"dataset_size={size} is smaller than the batch of {batch_size} points; "
@@ -100,5 +107,5 @@ class Likelihood(nn.Module):
                 )
             if not y.is_cuda:  # a finiteness check on CUDA would sync every step
                 self.check_targets(y, f)
-        with self.plate(batch_size, f.device):
+        with self.plate(batch_size, f.device, observed=y is not None):
             return pyro.sample(self.site_name, self.distribution(f, latents), obs=y)

@@ -29,7 +29,15 @@ def particle_batch_shape(params: dict[str, Tensor], shapes: dict[str, torch.Size
                 f"in the parameter's shape {tuple(shape)}"
             )
         batch_shapes.append(value.shape[:n])
-    return torch.broadcast_shapes(*batch_shapes) if batch_shapes else torch.Size()
+    if not batch_shapes:
+        return torch.Size()
+    try:
+        return torch.broadcast_shapes(*batch_shapes)
+    except RuntimeError as e:
+        shown = ", ".join(f"{n!r}: {tuple(b)}" for n, b in zip(params, batch_shapes, strict=True))
+        raise ValueError(
+            f"the particle dims of the parameter values do not broadcast ({shown})"
+        ) from e
 
 
 def vectorized_forward(

@@ -178,3 +178,24 @@ def test_bad_data():
     bnn2 = BNN(torch.nn.Linear(2, 1), LayerwiseNormalPrior(), GaussianLikelihood(None))
     with pytest.raises(ValueError, match="dataset_size=None"):
         fit(bnn2, MeanFieldGuide(bnn2), (x, y), num_steps=1, batch_size=8)
+
+
+def test_reparam_that_engages_nothing_warns():
+    from pyro.infer.autoguide import AutoNormal
+
+    bnn, _ = _build()
+    with pytest.warns(UserWarning, match="found no nn.Linear/nn.Conv2d weight"):
+        fit(bnn, AutoNormal(bnn), _data(), num_steps=2, reparam="local")
+
+
+def test_autoguide_built_outside_module_local_mode_fits_and_predicts():
+    from pyro.infer.autoguide import AutoNormal
+
+    from bayesdl.infer import predict
+
+    bnn, _ = _build()
+    guide = AutoNormal(bnn)  # built with module-local parameters off (the Pyro default)
+    result = fit(bnn, guide, _data(), num_steps=20)
+    assert result.num_steps == 20 and len(pyro.get_param_store()) == 0
+    assert any(n.startswith("locs.") for n in guide.state_dict())
+    assert predict(bnn, guide, _data()[0], num_samples=5).mean.shape == (32,)

@@ -83,3 +83,11 @@ def test_predict_bad_input():
         predict(bnn, None, [[0.0, 1.0]])
     with pytest.raises(TypeError, match="bayesdl.nn.BNN"):
         predict(poutine.trace(bnn), None, torch.randn(3, 2))
+
+
+def test_predict_at_more_inputs_than_training_points_and_learned_noise():
+    bnn = _bnn(lik=GaussianLikelihood(8, learn_scale=True))
+    guide = MeanFieldGuide(bnn)
+    p = predict(bnn, guide, torch.randn(50, 2), num_samples=4)
+    assert p.mean.shape == (50,)
+    assert not p.variance.requires_grad and not p.aleatoric_variance.requires_grad
