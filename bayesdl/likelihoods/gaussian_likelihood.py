@@ -69,6 +69,20 @@ class GaussianLikelihood(Likelihood):
             self.register_buffer("_fixed_scale", scale.clone())
 
     @property
+    def scale(self) -> Tensor:
+        """The current noise standard deviation (fixed or learned).
+
+        Raises:
+            AttributeError: when the scale is a latent site (``scale_prior``); read its
+                posterior from the guide instead.
+        """
+        if self.scale_prior is not None:
+            raise AttributeError(
+                f"the noise scale is the latent site {self.scale_site!r}; read it from the guide"
+            )
+        return F.softplus(self.raw_scale) if self.learn_scale else self._fixed_scale
+
+    @property
     def scale_site(self) -> str:
         """Name of the sampled-scale site (used only with ``scale_prior``)."""
         return f"{self.site_name}.scale"

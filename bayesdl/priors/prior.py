@@ -31,7 +31,7 @@ class WeightSite(NamedTuple):
 
     @property
     def fan_in(self) -> int:
-        """Inputs per output unit: ``shape[1] * prod(shape[2:])`` for weights, 1 for vectors."""
+        """Number of inputs per output unit (``shape[1] * prod(shape[2:])`` for weights, 1 for vectors)."""
         shape = self.param.shape
         if len(shape) < 2:
             return 1
@@ -39,7 +39,7 @@ class WeightSite(NamedTuple):
 
     @property
     def fan_out(self) -> int:
-        """Outputs per input unit: ``shape[0] * prod(shape[2:])`` for weights, ``numel`` else."""
+        """Number of outputs per input unit (``shape[0] * prod(shape[2:])`` for weights, ``numel`` otherwise)."""
         shape = self.param.shape
         if len(shape) < 2:
             return int(self.param.numel())
