@@ -63,7 +63,11 @@ class MeanFieldGuide(SiteGuide):
         return F.softplus(self.raw_scales[_key(name)])
 
     def site_distribution(self, site: LatentSite) -> dist.Distribution:
-        base = dist.Normal(self.loc(site.name), self.scale(site.name)).to_event(len(site.shape))
+        # the scale is a softplus (positive by construction) and fit() stops on non-finite
+        # values, so per-step argument validation is skipped
+        base = dist.Normal(
+            self.loc(site.name), self.scale(site.name), validate_args=False
+        ).to_event(len(site.shape))
         return constrain(base, site.support)
 
     def get_posterior(self, name: str) -> dist.Distribution:

@@ -1,0 +1,36 @@
+"""Every benchmark runs in --quick mode and ends with its JSON summary line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_KEYS = {
+    "bnn_svi_step.py": {"ratio_vs_torch_k1", "ratio_vs_torch_k8", "ratio_vs_pyro_k8"},
+}
+
+
+def test_every_benchmark_is_covered():
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(EXPECTED_KEYS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
+def test_benchmark_quick_run_prints_summary(name):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), "--quick", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        check=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    summary = lines[-1]
+    assert EXPECTED_KEYS[name] <= summary.keys()
+    assert all(summary[k] > 0 for k in EXPECTED_KEYS[name])
