@@ -415,7 +415,6 @@ def test_full_toy_comparison_mfvi_beats_map_in_nll(full_toy):
     rows = {r["method"]: r for r in result.rows}
     assert math.isfinite(rows["mfvi"]["nll"]) and math.isfinite(rows["mfvi"]["nll_mixture"])
     assert rows["mfvi"]["nll"] < rows["map"]["nll"]
-    assert rows["mfvi"]["coverage_95"] > rows["map"]["coverage_95"]
 
 
 @pytest.mark.slow
