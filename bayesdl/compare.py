@@ -453,6 +453,40 @@ _MFVI_WARMUP_FRACTION = 1 / 3
 _MFVI_PREDICT_SAMPLES = 100
 
 
+def _fit_and_predict(
+    task: Task,
+    bnn: BNN,
+    guide: Any,
+    *,
+    seed: int,
+    settings: CompareSettings,
+    num_samples: int,
+    fit_kwargs: dict[str, Any],
+    info: dict[str, Any],
+) -> MethodOutput:
+    """Fit ``guide`` on the task's training data, predict on its test inputs, time both."""
+    t0 = time.perf_counter()
+    result = fit(
+        bnn,
+        guide,
+        (task.data.x_train, task.data.y_train),
+        seed=seed,
+        progress=settings.progress,
+        **fit_kwargs,
+    )
+    fit_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prediction = _predict(bnn, guide, task.data.x_test, num_samples=num_samples)
+    predict_time = time.perf_counter() - t0
+    return MethodOutput(
+        prediction,
+        fit_time,
+        predict_time,
+        fitted={"bnn": bnn, "guide": guide, "fit_result": result},
+        info=_fit_info(result, fit_kwargs, **info, num_samples=num_samples),
+    )
+
+
 @register_method("map")
 def _map_method(task: Task, *, seed: int, settings: CompareSettings) -> MethodOutput:
     """MAP point estimate: a :class:`~bayesdl.guides.DeltaGuide` fitted with Adam.
@@ -464,26 +498,15 @@ def _map_method(task: Task, *, seed: int, settings: CompareSettings) -> MethodOu
     bnn = task.make_bnn()
     guide = DeltaGuide(bnn)
     kwargs, _ = _schedule(task, settings, num_steps=_MAP_STEPS)
-    t0 = time.perf_counter()
-    result = fit(
+    return _fit_and_predict(
+        task,
         bnn,
         guide,
-        (task.data.x_train, task.data.y_train),
-        lr=_MAP_LR,
         seed=seed,
-        progress=settings.progress,
-        **kwargs,
-    )
-    fit_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    prediction = _predict(bnn, guide, task.data.x_test, num_samples=1)
-    predict_time = time.perf_counter() - t0
-    return MethodOutput(
-        prediction,
-        fit_time,
-        predict_time,
-        fitted={"bnn": bnn, "guide": guide, "fit_result": result},
-        info=_fit_info(result, kwargs, lr=_MAP_LR, optimizer="Adam", num_samples=1),
+        settings=settings,
+        num_samples=1,
+        fit_kwargs={**kwargs, "lr": _MAP_LR},
+        info={"lr": _MAP_LR, "optimizer": "Adam"},
     )
 
 
@@ -506,39 +529,28 @@ def _mfvi_method(task: Task, *, seed: int, settings: CompareSettings) -> MethodO
     kwargs, total = _schedule(task, settings, num_steps=_MFVI_STEPS)
     warmup = max(1, int(total * _MFVI_WARMUP_FRACTION))
     num_samples = _num_samples(settings, _MFVI_PREDICT_SAMPLES)
-    t0 = time.perf_counter()
-    result = fit(
+    return _fit_and_predict(
+        task,
         bnn,
         guide,
-        (task.data.x_train, task.data.y_train),
-        lr=_MFVI_LR,
-        num_particles=_MFVI_PARTICLES,
-        reparam="local",
-        kl_weight=kl_warmup(warmup),
         seed=seed,
-        progress=settings.progress,
-        **kwargs,
-    )
-    fit_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    prediction = _predict(bnn, guide, task.data.x_test, num_samples=num_samples)
-    predict_time = time.perf_counter() - t0
-    return MethodOutput(
-        prediction,
-        fit_time,
-        predict_time,
-        fitted={"bnn": bnn, "guide": guide, "fit_result": result},
-        info=_fit_info(
-            result,
-            kwargs,
-            lr=_MFVI_LR,
-            optimizer="Adam",
-            num_particles=_MFVI_PARTICLES,
-            init_scale=_MFVI_INIT_SCALE,
-            kl_warmup_steps=warmup,
-            reparam="local",
-            num_samples=num_samples,
-        ),
+        settings=settings,
+        num_samples=num_samples,
+        fit_kwargs={
+            **kwargs,
+            "lr": _MFVI_LR,
+            "num_particles": _MFVI_PARTICLES,
+            "reparam": "local",
+            "kl_weight": kl_warmup(warmup),
+        },
+        info={
+            "lr": _MFVI_LR,
+            "optimizer": "Adam",
+            "num_particles": _MFVI_PARTICLES,
+            "init_scale": _MFVI_INIT_SCALE,
+            "kl_warmup_steps": warmup,
+            "reparam": "local",
+        },
     )
 
 

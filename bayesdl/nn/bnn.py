@@ -122,6 +122,9 @@ class BNN(nn.Module):
             (n, net.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]) for n in selected
         ]
         self._shapes = {n: net.get_buffer(n).shape for n in selected}
+        self._batchnorms = [
+            (n, m) for n, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
 
     # ------------------------------------------------------------------ sites
     @property
@@ -165,6 +168,15 @@ class BNN(nn.Module):
         Returns:
             ``[*batch, B, *out]``.
         """
+        if batch_shape or particle_batch_shape(params, self._shapes):
+            for name, module in self._batchnorms:
+                if module.training and module.track_running_stats:
+                    raise ValueError(
+                        f"BatchNorm layer {name!r} is in training mode and would update its "
+                        "running statistics once per weight particle; call .eval() on it (or on "
+                        "the network), or build it with track_running_stats=False, before "
+                        "evaluating several particles"
+                    )
         return vectorized_forward(
             self.net,
             params,

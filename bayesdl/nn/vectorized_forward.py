@@ -84,17 +84,6 @@ def vectorized_forward(
         batch = torch.broadcast_shapes(batch, batch_shape)
     if len(batch) == 0:
         return functional_call(net, {**params, **unbatched}, (x,))
-    for name, module in net.named_modules():
-        if (
-            isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and module.training
-            and module.track_running_stats
-        ):
-            raise ValueError(
-                f"BatchNorm layer {name!r} is in training mode and would update its running "
-                "statistics once per weight particle; call .eval() on it (or on the network), "
-                "or build it with track_running_stats=False, before evaluating several particles"
-            )
     num = math.prod(batch)
     flat = {
         name: value.expand(batch + shapes[name]).reshape((num,) + tuple(shapes[name]))

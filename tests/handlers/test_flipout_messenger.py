@@ -24,7 +24,7 @@ from bayesdl.handlers import FlipoutMessenger, flipout
 from bayesdl.likelihoods import GaussianLikelihood
 from bayesdl.nn import BNN
 from bayesdl.priors import IIDPrior
-from tests.handlers.test_local_reparam_messenger import (
+from tests.handlers._mc import (
     GRAD_PARTICLES,
     GRAD_PARTICLES_SLOW,
     GRAD_RUNS,
