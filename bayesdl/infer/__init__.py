@@ -1,7 +1,9 @@
-"""Inference: the SVI fit loop, predictions and checkpoints."""
+"""Inference: the SVI fit loop, MCMC sampling (:mod:`bayesdl.infer.mcmc`), predictions and
+checkpoints."""
 
 from bayesdl.infer.checkpoint import load_checkpoint, save_checkpoint
 from bayesdl.infer.fit import FitResult, FitState, NonFiniteLossError, fit, kl_warmup
+from bayesdl.infer.mcmc import MCMCResult, sample
 from bayesdl.infer.mean_field_elbo import MeanFieldELBO
 from bayesdl.infer.predictive import predict, sample_posterior
 from bayesdl.likelihoods.prediction import Prediction
@@ -9,6 +11,7 @@ from bayesdl.likelihoods.prediction import Prediction
 __all__ = [
     "FitResult",
     "FitState",
+    "MCMCResult",
     "MeanFieldELBO",
     "NonFiniteLossError",
     "Prediction",
@@ -16,6 +19,7 @@ __all__ = [
     "kl_warmup",
     "load_checkpoint",
     "predict",
+    "sample",
     "sample_posterior",
     "save_checkpoint",
 ]

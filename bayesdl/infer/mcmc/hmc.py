@@ -1,0 +1,156 @@
+"""Hamiltonian Monte Carlo with a fixed trajectory, vectorised over chains."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bayesdl.infer.mcmc._hamiltonian import (
+    HamiltonianKernel,
+    HamiltonianState,
+    Transition,
+    _check_float,
+    _check_int,
+    _sanitize_energy,
+    kinetic_energy,
+    leapfrog,
+)
+from bayesdl.infer.mcmc.potential import Batch, Potential
+from bayesdl.infer.mcmc.rng import ChainRNG
+
+
+class HMC(HamiltonianKernel):
+    """Hamiltonian Monte Carlo: ``L`` leapfrog steps, then a Metropolis test, for ``C`` chains
+    at once, each with its own step size and diagonal mass matrix.
+
+    The number of steps is ``num_steps`` when given, otherwise
+    ``L = max(1, floor(trajectory_length / step_size))`` per chain (capped at
+    ``max_num_steps``), as in Pyro; chains needing fewer steps than the longest are masked. A
+    step whose energy exceeds the initial one by more than ``max_delta_energy`` is a
+    divergence: the chain stops integrating and rejects. Each iteration a chain draws a
+    momentum ``[D]`` and one uniform, so chains run side by side equal chains run one by one.
+
+    Warm-up adapts the step size by dual averaging (acceptance statistic: the Metropolis
+    probability) and a diagonal mass matrix in Stan's windows.
+
+    Args:
+        model: a Pyro model, for use through ``pyro.infer.MCMC``.
+        step_size: initial (or fixed) step size; default 1.
+        num_steps: leapfrog steps per iteration (overrides ``trajectory_length``).
+        trajectory_length: integration time ``L * step_size``; default ``2 * pi``.
+        max_num_steps: cap on ``L`` when it follows from ``trajectory_length``.
+        adapt_step_size: as for :class:`~bayesdl.infer.mcmc.NUTS`.
+        adapt_mass_matrix: as for :class:`~bayesdl.infer.mcmc.NUTS`.
+        target_accept_prob: as for :class:`~bayesdl.infer.mcmc.NUTS`.
+        max_delta_energy: as for :class:`~bayesdl.infer.mcmc.NUTS`.
+        init_strategy: as for :class:`~bayesdl.infer.mcmc.NUTS`.
+
+    Example:
+        >>> import torch
+        >>> from bayesdl.infer.mcmc import HMC, ChainRNG, FunctionPotential
+        >>> potential = FunctionPotential(lambda z: 0.5 * (z**2).sum(-1), dim=2)
+        >>> kernel = HMC(num_steps=5)
+        >>> rng = ChainRNG.from_seed(0, num_chains=3)
+        >>> state = kernel.init_state(torch.zeros(3, 2), potential, rng, num_warmup=10)
+        >>> state, info = kernel.step(state, potential, rng, None, iteration=0, num_warmup=10)
+        >>> info["num_steps"].tolist()
+        [5, 5, 5]
+
+    References:
+        S. Duane, A. D. Kennedy, B. J. Pendleton and D. Roweth. Hybrid Monte Carlo. Physics
+        Letters B 195(2), 1987.
+        R. M. Neal. MCMC using Hamiltonian dynamics. Handbook of Markov Chain Monte Carlo, 2011.
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any] | None = None,
+        *,
+        step_size: float | None = None,
+        num_steps: int | None = None,
+        trajectory_length: float | None = None,
+        max_num_steps: int = 1024,
+        adapt_step_size: bool = True,
+        adapt_mass_matrix: bool = True,
+        target_accept_prob: float = 0.8,
+        max_delta_energy: float = 1000.0,
+        init_strategy: str | dict[str, Tensor] = "uniform",
+    ):
+        super().__init__(
+            model,
+            step_size=step_size,
+            adapt_step_size=adapt_step_size,
+            adapt_mass_matrix=adapt_mass_matrix,
+            target_accept_prob=target_accept_prob,
+            max_delta_energy=max_delta_energy,
+            init_strategy=init_strategy,
+        )
+        if num_steps is not None:
+            num_steps = _check_int(num_steps, "num_steps", low=1)
+        if trajectory_length is not None:
+            trajectory_length = _check_float(trajectory_length, "trajectory_length", low=0.0)
+        self.num_steps = num_steps
+        self.trajectory_length = 2 * math.pi if trajectory_length is None else trajectory_length
+        self.max_num_steps = _check_int(max_num_steps, "max_num_steps", low=1)
+
+    def _transition(
+        self,
+        state: HamiltonianState,
+        potential: Potential,
+        rng: ChainRNG,
+        batch: Batch | None,
+    ) -> Transition:
+        z0, u0, g0, inv_mass = state.z, state.potential_energy, state.grad, state.inv_mass
+        dtype = z0.dtype
+        r0 = rng.normal((z0.shape[-1],), dtype=dtype) * inv_mass.rsqrt()
+        log_u = rng.uniform((1,), dtype=dtype).squeeze(-1).log()
+        h0 = u0 + kinetic_energy(r0, inv_mass)
+        if self.num_steps is not None:
+            steps = torch.full_like(u0, self.num_steps, dtype=torch.long)
+            longest = self.num_steps
+        else:
+            steps = torch.floor(self.trajectory_length / state.step_size).clamp(
+                1, self.max_num_steps
+            )
+            steps = steps.long()
+            longest = int(steps.max())  # one sync per iteration
+        step = state.step_size.unsqueeze(-1)
+        z, r, u, g = z0, r0, u0, g0
+        moving = torch.ones_like(u0, dtype=torch.bool)
+        diverging = torch.zeros_like(moving)
+        num_done = torch.zeros_like(steps)
+        for n in range(longest):
+            z_new, r_new, u_new, g_new = leapfrog(potential, batch, z, r, g, step, inv_mass)
+            h = _sanitize_energy(u_new + kinetic_energy(r_new, inv_mass))
+            bad = (h - h0 > self.max_delta_energy) | ~torch.isfinite(g_new).all(-1)
+            doing = moving & (n < steps)
+            num_done = num_done + doing.long()
+            diverging = diverging | (doing & bad)
+            moving = doing & ~bad
+            mask = moving.unsqueeze(-1)
+            z = torch.where(mask, z_new, z)
+            r = torch.where(mask, r_new, r)
+            u = torch.where(moving, u_new, u)
+            g = torch.where(mask, g_new, g)
+        h1 = _sanitize_energy(u + kinetic_energy(r, inv_mass))
+        accept_prob = torch.where(diverging, 0.0, torch.exp((h0 - h1).clamp(max=0.0)))
+        accept = ~diverging & (log_u < h0 - h1)
+        mask = accept.unsqueeze(-1)
+        z1 = torch.where(mask, z, z0)
+        u1 = torch.where(accept, u, u0)
+        g1 = torch.where(mask, g, g0)
+        info = {
+            "potential_energy": u1,
+            "accept_prob": accept_prob,
+            "diverging": diverging,
+            "num_steps": num_done,
+            "energy": torch.where(accept, h1, h0),
+        }
+        return z1, u1, g1, accept_prob, info
+
+
+__all__ = ["HMC"]

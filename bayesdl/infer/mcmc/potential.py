@@ -1,0 +1,437 @@
+"""Potential energies on a flat unconstrained vector, vectorised over chains.
+
+A kernel sees a model only through a :class:`Potential`: ``U(z)`` and ``∇U(z)`` for a batch of
+chains ``z`` of shape ``[C, D]``. :class:`ModelPotential` builds one from any Pyro model whose
+latent sites are global (outside subsampled plates); a minibatch changes only the data the
+model is called with, and the model's own data plate scales its log-likelihood by ``N / B``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.transforms import biject_to
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+from torch.distributions import Transform
+
+Batch = tuple[Any, ...]
+
+
+class Potential:
+    """``U(z) = -log p(z, data)`` over unconstrained chains ``z`` of shape ``[C, D]``.
+
+    Subclasses implement :meth:`_value` (a differentiable ``[C, D] -> [C]`` map).
+
+    Attributes:
+        dim: the flat dimension ``D``.
+    """
+
+    dim: int
+
+    def _value(self, z: Tensor, batch: Batch | None) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, z: Tensor, batch: Batch | None = None) -> Tensor:
+        """``U`` at ``z`` (``[C, D]``), shape ``[C]``, without a gradient graph."""
+        with torch.no_grad():
+            return self._value(z, batch)
+
+    def value_and_grad(self, z: Tensor, batch: Batch | None = None) -> tuple[Tensor, Tensor]:
+        """``U(z)`` ``[C]`` and ``∇U(z)`` ``[C, D]``, both detached.
+
+        Chains are independent, so the gradient of ``U.sum()`` is each chain's own gradient.
+        """
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            u = self._value(z, batch)
+            (g,) = torch.autograd.grad(u.sum(), z)
+        return u.detach(), g
+
+
+class FunctionPotential(Potential):
+    """A potential given as a plain function ``fn(z: [C, D]) -> [C]``.
+
+    Args:
+        fn: differentiable map from chains ``[C, D]`` to potentials ``[C]``; it may take the
+            minibatch as a second argument (``fn(z, batch)``) when ``takes_batch=True``.
+        dim: ``D``.
+        takes_batch: pass the minibatch to ``fn``.
+
+    Example:
+        >>> u = FunctionPotential(lambda z: 0.5 * (z**2).sum(-1), dim=3)
+        >>> value, grad = u.value_and_grad(torch.ones(2, 3))
+        >>> value.tolist(), grad.shape
+        ([1.5, 1.5], torch.Size([2, 3]))
+    """
+
+    def __init__(self, fn: Callable[..., Tensor], dim: int, *, takes_batch: bool = False):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.fn = fn
+        self.dim = dim
+        self.takes_batch = takes_batch
+
+    def _value(self, z: Tensor, batch: Batch | None) -> Tensor:
+        return self.fn(z, batch) if self.takes_batch else self.fn(z)
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """Layout of one latent site in the flat vector.
+
+    Attributes:
+        name: sample-site name.
+        shape: constrained value shape (the site's batch + event shape, without chains).
+        unconstrained_shape: shape of its slice of ``z`` once reshaped.
+        batch_rank: number of the site's batch dims (they sit right of the chain dim).
+        offset: start of the slice in ``z``.
+        numel: length of the slice.
+        transform: ``biject_to(support)``, unconstrained -> constrained.
+    """
+
+    name: str
+    shape: torch.Size
+    unconstrained_shape: torch.Size
+    batch_rank: int
+    offset: int
+    numel: int
+    transform: Transform
+
+
+def _max_plate_nesting(trace: poutine.Trace) -> int:
+    nesting = 0
+    for site in trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized and frame.dim is not None:
+                nesting = max(nesting, -frame.dim)
+        if not site_is_subsample(site) and not site["is_observed"]:
+            nesting = max(nesting, len(site["fn"].batch_shape))
+    return nesting
+
+
+class ModelPotential(Potential):
+    """The potential of a Pyro model, with chains vectorised by a plate.
+
+    The model is run under ``pyro.plate("_chains", C, dim=-(max_plate_nesting + 1))`` and
+    conditioned on every latent site, so it must broadcast over that leading dim, exactly as
+    Pyro's ``vectorize_particles=True`` requires (a :class:`~bayesdl.nn.BNN` does). ``U`` is
+    minus the sum of every site's scaled log-density (latents and observations) minus the
+    log-Jacobian of the map from unconstrained ``z`` to each site's support.
+
+    Args:
+        model: a Pyro model called as ``model(*batch, **kwargs)``.
+        data: the full data, a tuple of model arguments (used when no minibatch is passed and
+            to find the latent sites).
+        kwargs: keyword arguments passed to every call of the model.
+        max_plate_nesting: the model's plate nesting (found from a trace when ``None``).
+
+    Raises:
+        ValueError: a latent site inside a subsampled plate (a local latent variable), or a
+            model with no latent site.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("data", len(y)):
+        ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> u = ModelPotential(model, (torch.zeros(3),))
+        >>> u.dim, u.site_names
+        (1, ['mu'])
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        data: Sequence[Any] = (),
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        max_plate_nesting: int | None = None,
+    ):
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {type(model).__name__}")
+        self.model = model
+        self.data = tuple(data)
+        self.kwargs = dict(kwargs or {})
+        with poutine.block(hide_types=["param"]), torch.no_grad():
+            trace = poutine.trace(model).get_trace(*self.data, **self.kwargs)
+        self.max_plate_nesting = (
+            _max_plate_nesting(trace) if max_plate_nesting is None else int(max_plate_nesting)
+        )
+        sites: list[LatentSite] = []
+        offset = 0
+        self.subsampled = False
+        self.dtype = None
+        self.device = None
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site_is_subsample(site):
+                continue
+            scale = site["scale"]
+            if not isinstance(scale, Tensor) and scale != 1.0:
+                self.subsampled = True
+            if site["is_observed"]:
+                continue
+            subsampled_frames = [
+                f.name
+                for f in site["cond_indep_stack"]
+                if f.vectorized
+                and f.size is not None
+                and site["value"].dim() >= -f.dim
+                and site["value"].shape[f.dim] != f.size
+            ]
+            if subsampled_frames:
+                raise ValueError(
+                    f"latent site {name!r} lies inside the subsampled plate(s) "
+                    f"{subsampled_frames}; MCMC here samples global latent variables only"
+                )
+            value = site["value"]
+            transform = biject_to(site["fn"].support)
+            shape = value.shape
+            ushape = transform.inv.forward_shape(shape)
+            numel = math.prod(ushape)
+            sites.append(
+                LatentSite(
+                    name,
+                    shape,
+                    torch.Size(ushape),
+                    len(site["fn"].batch_shape),
+                    offset,
+                    numel,
+                    transform,
+                )
+            )
+            offset += numel
+            if self.dtype is None and value.is_floating_point():
+                self.dtype, self.device = value.dtype, value.device
+        if not sites:
+            raise ValueError("the model has no latent sample site to sample")
+        self.sites = sites
+        self.dim = offset
+        if self.dtype is None:
+            self.dtype, self.device = torch.get_default_dtype(), torch.device("cpu")
+        self._prototype = {s.name: trace.nodes[s.name]["value"] for s in sites}
+
+    @property
+    def site_names(self) -> list[str]:
+        """Names of the latent sites, in their order in ``z``."""
+        return [s.name for s in self.sites]
+
+    # ------------------------------------------------------------------ layout
+    def _split(self, z: Tensor) -> list[Tensor]:
+        if z.dim() != 2 or z.shape[-1] != self.dim:
+            raise ValueError(f"z must have shape [C, {self.dim}], got {tuple(z.shape)}")
+        c = z.shape[0]
+        # one split (its backward is one cat), not a slice per site (a full-size zero-fill each)
+        parts = z.split([s.numel for s in self.sites], dim=-1)
+        return [
+            p.reshape(c, *s.unconstrained_shape) for s, p in zip(self.sites, parts, strict=True)
+        ]
+
+    def unpack(self, z: Tensor) -> dict[str, Tensor]:
+        """Constrained site values ``{name: [C, *shape]}`` at chains ``z`` ``[C, D]``."""
+        return {s.name: s.transform(u) for s, u in zip(self.sites, self._split(z), strict=True)}
+
+    def pack(self, values: Mapping[str, Tensor]) -> Tensor:
+        """Unconstrained ``z`` ``[C, D]`` from constrained values ``{name: [C, *shape]}``."""
+        missing = [s.name for s in self.sites if s.name not in values]
+        if missing:
+            raise ValueError(f"values lack the latent site(s) {missing}")
+        parts = []
+        c = None
+        for s in self.sites:
+            v = torch.as_tensor(values[s.name], dtype=self.dtype, device=self.device)
+            if v.shape[1:] != s.shape:
+                raise ValueError(
+                    f"value of site {s.name!r} must have shape [C, *{tuple(s.shape)}], "
+                    f"got {tuple(v.shape)}"
+                )
+            c = v.shape[0] if c is None else c
+            parts.append(s.transform.inv(v).reshape(c, -1))
+        return torch.cat(parts, dim=-1)
+
+    def initial(
+        self,
+        num_chains: int,
+        strategy: str | Mapping[str, Tensor] = "uniform",
+        *,
+        generator: torch.Generator | None = None,
+        radius: float = 2.0,
+    ) -> Tensor:
+        """Initial chains ``[C, D]``.
+
+        Args:
+            num_chains: ``C``.
+            strategy: ``"uniform"`` (each unconstrained coordinate uniform on
+                ``(-radius, radius)``, Pyro's and NumPyro's default), ``"prior"`` (a draw from
+                the model for each chain), ``"prototype"`` (the value the model drew when the
+                potential was built, for every chain) or a dict of constrained values
+                ``{name: [C, *shape]}`` or ``{name: shape}`` (the same for every chain).
+            generator: random stream for ``"uniform"``.
+            radius: half-width for ``"uniform"``.
+        """
+        if strategy == "uniform":
+            u = torch.rand(
+                num_chains, self.dim, generator=generator, dtype=self.dtype, device=self.device
+            )
+            return (2 * u - 1) * radius
+        if strategy == "prototype":
+            return (
+                self.pack({k: v.unsqueeze(0) for k, v in self._prototype.items()})
+                .expand(num_chains, -1)
+                .clone()
+            )
+        if strategy == "prior":
+            draws = []
+            for _ in range(num_chains):
+                with poutine.block(hide_types=["param"]), torch.no_grad():
+                    tr = poutine.trace(self.model).get_trace(*self.data, **self.kwargs)
+                draws.append(
+                    self.pack({s.name: tr.nodes[s.name]["value"].unsqueeze(0) for s in self.sites})
+                )
+            return torch.cat(draws)
+        if isinstance(strategy, Mapping):
+            values = {}
+            for s in self.sites:
+                if s.name not in strategy:
+                    raise ValueError(f"init values lack the latent site {s.name!r}")
+                v = torch.as_tensor(strategy[s.name], dtype=self.dtype, device=self.device)
+                values[s.name] = v.expand(num_chains, *s.shape) if v.shape == s.shape else v
+            return self.pack(values)
+        raise ValueError(
+            f"init strategy must be 'uniform', 'prior', 'prototype' or a dict of values, "
+            f"got {strategy!r}"
+        )
+
+    # ------------------------------------------------------------------ value
+    def _value(self, z: Tensor, batch: Batch | None) -> Tensor:
+        args = self.data if batch is None else tuple(batch)
+        c = z.shape[0]
+        mpn = self.max_plate_nesting
+        values: dict[str, Tensor] = {}
+        log_jac = z.new_zeros(c)
+        for s, u in zip(self.sites, self._split(z), strict=True):
+            x = s.transform(u)
+            ladj = s.transform.log_abs_det_jacobian(u, x)
+            log_jac = log_jac + ladj.reshape(c, -1).sum(-1)
+            pad = mpn - s.batch_rank
+            values[s.name] = x.reshape(c, *([1] * pad), *s.shape)
+        with poutine.block(hide_types=["param"]):
+            with pyro.plate("_chains", c, dim=-(mpn + 1)):
+                trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
+                    *args, **self.kwargs
+                )
+        log_p = z.new_zeros(c)
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            lp = site["fn"].log_prob(site["value"])
+            lp = scale_and_mask(lp, site["scale"], site["mask"])
+            if lp.dim() == mpn + 1:
+                log_p = log_p + lp.reshape(lp.shape[0], -1).sum(-1)
+            else:
+                log_p = log_p + lp.sum()
+        return -(log_p + log_jac)
+
+
+class BNNPotential(ModelPotential):
+    """The potential of a :class:`~bayesdl.nn.BNN`, computed without tracing the model.
+
+    Same layout, values and gradients as :class:`ModelPotential` on the same network, but each
+    evaluation calls the network once (``vmap`` over chains) and evaluates the prior and the
+    likelihood densities directly, skipping Pyro's per-call tracing (several times faster on
+    small networks). Used when the prior draws each weight from its own distribution
+    (``Prior.sample`` not overridden, as for :class:`~bayesdl.priors.IIDPrior` and
+    :class:`~bayesdl.priors.LayerwiseNormalPrior`); :func:`potential_of` falls back to
+    :class:`ModelPotential` otherwise.
+
+    Args:
+        bnn: the network.
+        data: ``(x, y)``, the full training data.
+    """
+
+    def __init__(self, bnn: Any, data: Sequence[Any]):
+        from bayesdl.nn.bnn import BNN
+        from bayesdl.priors.prior import Prior
+
+        if not isinstance(bnn, BNN):
+            raise TypeError(f"bnn must be a bayesdl.nn.BNN, got {type(bnn).__name__}")
+        if type(bnn.prior).sample is not Prior.sample:
+            raise ValueError(
+                f"{type(bnn.prior).__name__} couples its sites (it overrides Prior.sample); "
+                "use ModelPotential"
+            )
+        data = tuple(data)
+        if len(data) != 2:
+            raise ValueError(f"data must be (x, y) for a BNN, got {len(data)} item(s)")
+        super().__init__(bnn, data)
+        self.bnn = bnn
+        with poutine.block(hide_types=["param"]), torch.no_grad():
+            trace = poutine.trace(bnn).get_trace(*data)
+        self._fns = {s.name: trace.nodes[s.name]["fn"] for s in self.sites}
+        self._weights = set(bnn.site_names)
+        likelihood = bnn.likelihood
+        likelihood.check_targets(data[1], trace.nodes["_RETURN"]["value"])
+        self._likelihood = likelihood
+
+    def _value(self, z: Tensor, batch: Batch | None) -> Tensor:
+        x, y = self.data if batch is None else tuple(batch)
+        c = z.shape[0]
+        pad = self.max_plate_nesting
+        log_p = z.new_zeros(c)
+        weights: dict[str, Tensor] = {}
+        latents: dict[str, Tensor] = {}
+        for s, u in zip(self.sites, self._split(z), strict=True):
+            v = s.transform(u)
+            ladj = s.transform.log_abs_det_jacobian(u, v)
+            log_p = log_p + ladj.reshape(c, -1).sum(-1)
+            log_p = log_p + self._fns[s.name].log_prob(v).reshape(c, -1).sum(-1)
+            if s.name in self._weights:
+                weights[s.name] = v
+            else:
+                latents[s.name] = v.reshape(c, *([1] * (pad - s.batch_rank)), *s.shape)
+        if c == 1:
+            f = self.bnn.forward_with({k: v[0] for k, v in weights.items()}, x).unsqueeze(0)
+        else:
+            f = self.bnn.forward_with(weights, x)
+        n = self._likelihood.dataset_size
+        b = f.shape[1]
+        scale = 1.0 if n is None else n / b
+        ll = self._likelihood.distribution(f, latents).log_prob(y)
+        return -(log_p + scale * ll.reshape(c, -1).sum(-1))
+
+
+def potential_of(
+    model: Callable[..., Any], data: Sequence[Any] = (), **kwargs: Any
+) -> ModelPotential:
+    """The fastest exact potential for ``model``: :class:`BNNPotential` for a
+    :class:`~bayesdl.nn.BNN` whose prior allows it, :class:`ModelPotential` otherwise."""
+    from bayesdl.nn.bnn import BNN
+    from bayesdl.priors.prior import Prior
+
+    if isinstance(model, BNN) and type(model.prior).sample is Prior.sample and not kwargs:
+        return BNNPotential(model, data)
+    return ModelPotential(model, data, **kwargs)
+
+
+__all__ = [
+    "BNNPotential",
+    "FunctionPotential",
+    "LatentSite",
+    "ModelPotential",
+    "Potential",
+    "potential_of",
+]
