@@ -39,6 +39,9 @@ test-gpu: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bnn_svi_step.py
+	# NumPyro is optional: without it nuts_bnn.py reports its ratio as null
+	-$(BIN)/pip install -q '.[bench]'
+	$(BIN)/python benchmarks/nuts_bnn.py
 
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html

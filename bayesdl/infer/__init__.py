@@ -6,6 +6,7 @@ from bayesdl.infer.fit import FitResult, FitState, NonFiniteLossError, fit, kl_w
 from bayesdl.infer.mcmc import MCMCResult, sample
 from bayesdl.infer.mean_field_elbo import MeanFieldELBO
 from bayesdl.infer.predictive import predict, sample_posterior
+from bayesdl.infer.ssvi import SubspaceScheduler, tempered_kl_warmup
 from bayesdl.likelihoods.prediction import Prediction
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "MeanFieldELBO",
     "NonFiniteLossError",
     "Prediction",
+    "SubspaceScheduler",
     "fit",
     "kl_warmup",
     "load_checkpoint",
@@ -22,4 +24,5 @@ __all__ = [
     "sample",
     "sample_posterior",
     "save_checkpoint",
+    "tempered_kl_warmup",
 ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
@@ -48,6 +49,8 @@ class Potential:
         """``U(z)`` ``[C]`` and ``∇U(z)`` ``[C, D]``, both detached.
 
         Chains are independent, so the gradient of ``U.sum()`` is each chain's own gradient.
+        Both are fresh tensors: kernels may update them in place, so a subclass that overrides
+        this must not return tensors it keeps.
         """
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
@@ -382,12 +385,49 @@ class BNNPotential(ModelPotential):
         with poutine.block(hide_types=["param"]), torch.no_grad():
             trace = poutine.trace(bnn).get_trace(*data)
         self._fns = {s.name: trace.nodes[s.name]["fn"] for s in self.sites}
+        # sites whose prior is a Normal with one loc and one scale for all entries (IIDPrior,
+        # LayerwiseNormalPrior): their log-density is a sum of squares, two passes over the
+        # weights (forward and backward) instead of Normal.log_prob's dozen
+        self._scalar_normal = {
+            name: params
+            for name, fn in self._fns.items()
+            if (params := _scalar_normal_params(fn)) is not None
+        }
         self._weights = set(bnn.site_names)
         likelihood = bnn.likelihood
         likelihood.check_targets(data[1], trace.nodes["_RETURN"]["value"])
         self._likelihood = likelihood
 
     def _value(self, z: Tensor, batch: Batch | None) -> Tensor:
+        return self._value_parts(z, batch, scalar_normal_priors=True)
+
+    def value_and_grad(self, z: Tensor, batch: Batch | None = None) -> tuple[Tensor, Tensor]:
+        """``U(z)`` ``[C]`` and ``∇U(z)`` ``[C, D]``, both detached.
+
+        Autograd runs through the network and the likelihood; the scalar-Normal prior terms
+        (``|w - loc|² / (2 scale²)``, gradient ``(w - loc) / scale²``) are added in closed form
+        afterwards, one pass over the weights each instead of a graph.
+        """
+        if not self._scalar_normal:
+            return super().value_and_grad(z, batch)
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            u = self._value_parts(z, batch, scalar_normal_priors=False)
+            (g,) = torch.autograd.grad(u.sum(), z)
+        z, u = z.detach(), u.detach()
+        for s in self.sites:
+            normal = self._scalar_normal.get(s.name)
+            if normal is None:
+                continue
+            loc, scale = normal
+            w = z[:, s.offset : s.offset + s.numel]
+            d = w if loc == 0.0 else w - loc
+            u = u + torch.linalg.vecdot(d, d) * (0.5 / scale**2)
+            u = u + s.numel * (math.log(scale) + _HALF_LOG_2PI)
+            g[:, s.offset : s.offset + s.numel].add_(d, alpha=1.0 / scale**2)
+        return u, g
+
+    def _value_parts(self, z: Tensor, batch: Batch | None, *, scalar_normal_priors: bool) -> Tensor:
         x, y = self.data if batch is None else tuple(batch)
         c = z.shape[0]
         pad = self.max_plate_nesting
@@ -395,10 +435,19 @@ class BNNPotential(ModelPotential):
         weights: dict[str, Tensor] = {}
         latents: dict[str, Tensor] = {}
         for s, u in zip(self.sites, self._split(z), strict=True):
-            v = s.transform(u)
-            ladj = s.transform.log_abs_det_jacobian(u, v)
-            log_p = log_p + ladj.reshape(c, -1).sum(-1)
-            log_p = log_p + self._fns[s.name].log_prob(v).reshape(c, -1).sum(-1)
+            normal = self._scalar_normal.get(s.name)
+            if normal is not None:  # identity transform (real support)
+                v = u
+                if scalar_normal_priors:
+                    loc, scale = normal
+                    d = v.reshape(c, -1) if loc == 0.0 else v.reshape(c, -1) - loc
+                    log_p = log_p - torch.linalg.vecdot(d, d) * (0.5 / scale**2)
+                    log_p = log_p - s.numel * (math.log(scale) + _HALF_LOG_2PI)
+            else:
+                v = s.transform(u)
+                ladj = s.transform.log_abs_det_jacobian(u, v)
+                log_p = log_p + ladj.reshape(c, -1).sum(-1)
+                log_p = log_p + self._fns[s.name].log_prob(v).reshape(c, -1).sum(-1)
             if s.name in self._weights:
                 weights[s.name] = v
             else:
@@ -412,6 +461,26 @@ class BNNPotential(ModelPotential):
         scale = 1.0 if n is None else n / b
         ll = self._likelihood.distribution(f, latents).log_prob(y)
         return -(log_p + scale * ll.reshape(c, -1).sum(-1))
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _scalar_normal_params(fn: Any) -> tuple[float, float] | None:
+    """``(loc, scale)`` when ``fn`` is a (possibly ``Independent``) Normal with a single loc and
+    scale value for all entries and no gradient through them, else ``None``."""
+    base = fn
+    while isinstance(base, (dist.Independent, torch.distributions.Independent)):
+        base = base.base_dist
+    if type(base) not in (dist.Normal, torch.distributions.Normal):
+        return None
+    loc, scale = base.loc, base.scale
+    if loc.requires_grad or scale.requires_grad or loc.numel() == 0:
+        return None
+    lo, sc = loc.reshape(-1), scale.reshape(-1)
+    if not (bool((lo == lo[0]).all()) and bool((sc == sc[0]).all())):
+        return None
+    return float(lo[0]), float(sc[0])
 
 
 def potential_of(

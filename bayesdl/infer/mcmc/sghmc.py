@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from bayesdl.infer.mcmc._sg_kernel import GibbsFn, SGKernel, SGState, StepSize, _check_number
@@ -168,8 +167,9 @@ class SGHMC(SGKernel):
         u, g = potential.value_and_grad(z, batch)
         noise = rng.normal((dim,), dtype=z.dtype)
         sd = math.sqrt(2 * (alpha - beta) * eta * self.temperature)
-        # v <- (1 - α) v - η g + sd ξ, in place on fresh tensors (no aliasing of the old state)
-        v = torch.add(v * (1 - alpha), g, alpha=-eta).add_(noise, alpha=sd)
+        # v <- (1 - α) v - η g + sd ξ, accumulated in place into the fresh noise tensor (the old
+        # state is never modified; no full-size temporaries)
+        v = noise.mul_(sd).add_(g, alpha=-eta).add_(v, alpha=1 - alpha)
         mask = self._dynamic_mask(potential, z)
         if mask is not None:
             v.mul_(mask)

@@ -1,0 +1,53 @@
+"""BNNPotential (the untraced fast path) against ModelPotential (traced) on the same networks."""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from bayesdl.infer.mcmc import BNNPotential, ModelPotential, potential_of
+from bayesdl.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from bayesdl.nn import BNN
+from bayesdl.priors import IIDPrior, LayerwiseNormalPrior
+
+PRIORS = {
+    "iid_normal": lambda: IIDPrior(dist.Normal(0.3, 2.0)),  # scalar-Normal fast path
+    "layerwise": lambda: LayerwiseNormalPrior("radford"),  # fast path, a scale per layer
+    "iid_laplace": lambda: IIDPrior(dist.Laplace(0.0, 1.0)),  # generic log_prob path
+}
+
+
+def _bnn(prior, likelihood):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2 if likelihood == "cat" else 1))
+    net = net.double()
+    if likelihood == "cat":
+        lik = CategoricalLikelihood(40)
+        y = torch.randint(0, 2, (40,))
+    else:
+        lik = GaussianLikelihood(40, scale_prior=dist.LogNormal(-1.0, 1.0))
+        y = torch.randn(40, dtype=torch.float64)
+    bnn = BNN(net, PRIORS[prior](), lik.double())
+    return bnn, (torch.randn(40, 3, dtype=torch.float64), y)
+
+
+@pytest.mark.parametrize("likelihood", ["cat", "gauss_scale_prior"])
+@pytest.mark.parametrize("prior", list(PRIORS))
+@pytest.mark.parametrize("num_chains", [1, 3])
+def test_bnn_potential_equals_model_potential(prior, likelihood, num_chains):
+    bnn, data = _bnn(prior, likelihood)
+    fast, traced = BNNPotential(bnn, data), ModelPotential(bnn, data)
+    assert fast.site_names == traced.site_names and fast.dim == traced.dim
+    assert isinstance(potential_of(bnn, data), BNNPotential)
+    # the fast sum-of-squares prior path is the one under test for the Normal priors
+    assert set(fast._scalar_normal) == (set() if prior == "iid_laplace" else set(bnn.site_names))
+    z = traced.initial(num_chains, "prior")
+    batch = (data[0][:10], data[1][:10])  # a minibatch: the likelihood is scaled by 40 / 10
+    for b in (None, batch):
+        u_fast, g_fast = fast.value_and_grad(z, b)
+        u_traced, g_traced = traced.value_and_grad(z, b)
+        torch.testing.assert_close(u_fast, u_traced)
+        torch.testing.assert_close(g_fast, g_traced)
+        torch.testing.assert_close(fast(z, b), u_traced)  # the graph-free value path
