@@ -39,6 +39,7 @@ test-gpu: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bnn_svi_step.py
+	$(BIN)/python benchmarks/sghmc_step.py
 	# NumPyro is optional: without it nuts_bnn.py reports its ratio as null
 	-$(BIN)/pip install -q '.[bench]'
 	$(BIN)/python benchmarks/nuts_bnn.py

@@ -658,7 +658,9 @@ def _mcmc_bnn(task: Task) -> BNN:
             torch.tensor(scale, dtype=x.dtype, device=x.device),
         )
         likelihood = GaussianLikelihood(task.num_train, scale_prior=prior)
-        bnn = BNN(bnn.net, bnn.prior, likelihood.to(device=x.device, dtype=x.dtype))
+        # a fresh network: the BNN above has already turned its parameters into sites
+        net = task.net_fn().to(device=x.device, dtype=x.dtype)
+        bnn = BNN(net, task.prior_fn(), likelihood.to(device=x.device, dtype=x.dtype))
     return bnn
 
 

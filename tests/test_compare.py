@@ -400,9 +400,10 @@ def test_compare_restores_thread_count(toy_task):
 
 @pytest.fixture(scope="module")
 def full_toy(tmp_path_factory):
-    """The default ``bayesdl compare --task toy1d`` run (about a minute on 2 cores)."""
+    """The default ``bayesdl compare --task toy1d`` budgets for ``map`` and ``mfvi`` (about a
+    minute on 2 cores; the samplers, NUTS above all, would add several minutes)."""
     out = tmp_path_factory.mktemp("toy")
-    return out, compare("toy1d", out=out, seed=0, num_threads=1, progress=False)
+    return out, compare("toy1d", "map,mfvi", out=out, seed=0, num_threads=1, progress=False)
 
 
 @pytest.mark.slow
@@ -457,3 +458,41 @@ def test_full_toy_comparison_mfvi_is_more_uncertain_in_the_gap(full_toy):
         f"MFVI's mean predictive std in the gap ({std_gap:.3f}) is not larger than at the "
         f"training inputs ({std_train:.3f})"
     )
+
+
+# ------------------------------------------------------------------------------ samplers
+
+
+def test_sampler_methods_on_toy_smoke(toy_task):
+    result = compare(toy_task, "sghmc,sgld,nuts", seed=0, smoke=True, progress=False)
+    assert [r["method"] for r in result.rows] == ["sghmc", "sgld", "nuts"]
+    _check_finite_rows(result)
+    per_chain = C._SMOKE_SAMPLES // C._MCMC_CHAINS
+    kernels = {"sghmc": "AdaptiveSGHMC", "sgld": "SGLD", "nuts": "NUTS"}
+    for name, kernel in kernels.items():
+        output = result.outputs[name]
+        info = output.info
+        assert info["kernel"] == kernel and info["num_chains"] == C._MCMC_CHAINS
+        assert info["num_draws"] == C._MCMC_CHAINS * per_chain
+        assert info["warmup"] == C._SMOKE_STEPS
+        # every kept draw of every chain enters the prediction
+        assert output.prediction.num_samples == C._MCMC_CHAINS * per_chain
+        samples = output.fitted["result"].samples
+        assert all(v.shape[:2] == (C._MCMC_CHAINS, per_chain) for v in samples.values())
+    assert "mean_accept_prob" in result.outputs["nuts"].info
+
+
+def test_samplers_put_a_prior_on_a_learned_noise_scale():
+    """A task that learns its noise scale by point estimate is sampled with the scale as a
+    latent site (LogNormal prior), so the draws carry noise-scale uncertainty."""
+    try:
+        task = load_task("yacht")
+    except ImportError as e:  # optional data package
+        pytest.skip(str(e))
+    assert task.make_bnn().likelihood.learn_scale
+    bnn = C._mcmc_bnn(task)
+    assert not bnn.likelihood.learn_scale and bnn.likelihood.scale_prior is not None
+    result = compare(task, "sgld", seed=0, smoke=True, progress=False, num_samples=8)
+    _check_finite_rows(result)
+    scales = [v for k, v in result.outputs["sgld"].fitted["result"].samples.items() if "scale" in k]
+    assert len(scales) == 1 and bool((scales[0] > 0).all())
