@@ -12,10 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_KEYS = {
     "bnn_svi_step.py": {"ratio_vs_torch_k1", "ratio_vs_torch_k8", "ratio_vs_pyro_k8"},
+    "iwae_nll.py": {"digits_nll", "matches_reference"},
     "nuts_bnn.py": {"speedup_vs_pyro", "chains8_over_chains1_time"},
     "sghmc_step.py": {"ratio_vs_sgd"},
     # acc_drop_d010 is also printed, but may be <= 0 (a sign, not a ratio)
     "ssvi_fmnist.py": {"flops_ratio_d010", "time_ratio_d010", "table"},
+    "vae_step.py": {"ratio_vs_torch_k1", "ratio_vs_torch_k50"},
 }
 
 

@@ -7,6 +7,13 @@ packages; nothing is downloaded. See :mod:`bayesdl.data.uci` and
 
 from __future__ import annotations
 
+from bayesdl.data.binarized_images import (
+    BINARIZED_DATASETS,
+    BinarizedImages,
+    DynamicBinarization,
+    binarize,
+    load_binarized_images,
+)
 from bayesdl.data.classification import CLASSIFICATION_DATASETS, load_classification
 from bayesdl.data.fashion_mnist import load_fashion_mnist
 from bayesdl.data.splits import (
@@ -19,10 +26,15 @@ from bayesdl.data.toy import load_toy1d
 from bayesdl.data.uci import UCI_DATASETS, load_uci
 
 __all__ = [
+    "BINARIZED_DATASETS",
+    "BinarizedImages",
     "CLASSIFICATION_DATASETS",
     "ClassificationData",
+    "DynamicBinarization",
     "RegressionData",
     "UCI_DATASETS",
+    "binarize",
+    "load_binarized_images",
     "load_classification",
     "load_fashion_mnist",
     "load_toy1d",
