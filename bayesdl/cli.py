@@ -5,6 +5,7 @@ Usage::
     bayesdl compare --task toy1d [--methods map,mfvi] [--out reports/toy1d] [--seed 0]
                     [--split 0] [--smoke] [--epochs N] [--samples S] [--threads N]
                     [--device cpu] [--progress | --no-progress] [--quiet]
+                    [--prior default|fixed-gaussian|fixed-hierarchical|gp-matched|...]
     bayesdl list
     bayesdl --version
 
@@ -103,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bars (default: on for a terminal unless BAYESDL_PROGRESS=0)",
     )
+    cmp.add_argument(
+        "--prior",
+        default="default",
+        help=(
+            "weight prior: default, fixed-gaussian, fixed-hierarchical, gp-matched (fitted to "
+            "a GP by Wasserstein matching) or gp-matched-hierarchical; hierarchical priors "
+            "need sampler methods (sghmc, sgld, nuts)"
+        ),
+    )
     cmp.add_argument("--quiet", action="store_true", help="print only the table")
 
     sub.add_parser("list", help="list the available tasks and methods")
@@ -122,6 +132,10 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     try:
         task_name = cmp._canonical_task(args.task)
         methods = cmp._method_names(args.methods)
+        if args.prior not in cmp.PRIOR_NAMES:
+            raise ValueError(
+                f"unknown prior {args.prior!r}; available priors: {', '.join(cmp.PRIOR_NAMES)}"
+            )
     except (TypeError, ValueError) as e:
         return _error(parser, "compare", str(e))
     if args.device is not None:
@@ -145,6 +159,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             progress=args.progress,
             num_threads=args.threads,
             log=log,
+            prior=args.prior,
         )
     except (ImportError, RuntimeError, ValueError, OSError) as e:
         print(f"bayesdl compare: {type(e).__name__}: {e}", file=sys.stderr)
@@ -169,6 +184,7 @@ def _run_list() -> int:
         # first docstring line, Sphinx roles reduced to their last name
         line = re.sub(r":\w+:`~?(?:[\w.]*\.)?([^`]+)`", r"\1", doc[0]) if doc else ""
         print(f"  {name:<8} {line}".rstrip())
+    print(f"priors (--prior): {', '.join(cmp.PRIOR_NAMES)}")
     return 0
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "CompareSettings",
     "MethodFn",
     "MethodOutput",
+    "PRIOR_NAMES",
     "TASK_KINDS",
     "Task",
     "available_methods",
@@ -79,6 +80,7 @@ __all__ = [
     "get_method",
     "load_task",
     "register_method",
+    "with_prior",
     "write_report",
 ]
 
@@ -277,6 +279,142 @@ def load_task(
     if device is not None:
         data = data.to(device=device)
     return Task(key, kind, data, net_fn, prior_fn, likelihood_fn, description)
+
+
+# --------------------------------------------------------------------------------- priors
+
+#: names accepted by ``compare(..., prior=...)`` and ``bayesdl compare --prior``
+PRIOR_NAMES: tuple[str, ...] = (
+    "default",
+    "fixed-gaussian",
+    "fixed-hierarchical",
+    "gp-matched",
+    "gp-matched-hierarchical",
+)
+#: methods that can sample a hierarchical prior's precision sites (SG-MCMC with Gibbs steps,
+#: or NUTS jointly)
+_HIERARCHICAL_METHODS: tuple[str, ...] = ("sghmc", "sgld", "nuts")
+_GP_FIT_ITERS = 200
+_GP_FIT_CRITIC_STEPS = 50
+_GP_FIT_SAMPLES = 128
+_GIBBS_EVERY = 1000
+
+
+def _gp_target_and_measurement(task: Task) -> tuple[Any, Any]:
+    """The functional-prior paper's GP target and measurement sets for a task."""
+    import pyro.contrib.gp as gp_
+
+    from bayesdl.priors.functional import (
+        DataMeasurement,
+        GPTarget,
+        GridMeasurement,
+        MinibatchMeasurement,
+    )
+
+    data = task.data
+    x = data.x_train
+    d = task.input_dim
+    if task.name == "toy1d":
+        kernel = gp_.kernels.RBF(1, variance=torch.tensor(1.0), lengthscale=torch.tensor(0.6))
+        grid = torch.linspace(-6, 6, 200, dtype=x.dtype, device=x.device).unsqueeze(-1)
+        return GPTarget(kernel), GridMeasurement(grid)
+    ls0 = math.sqrt(2 * d)
+    kernel = gp_.kernels.RBF(d, lengthscale=torch.full((d,), ls0))
+    if task.kind == "regression":
+        var_prior = pyro.distributions.LogNormal(torch.tensor(0.1), 1.0)
+        measurement = DataMeasurement(x, num_points=100, x_extra=data.x_test)
+    else:
+        var_prior = pyro.distributions.LogNormal(torch.tensor(math.log(8.0)), math.sqrt(0.3))
+        measurement = MinibatchMeasurement(x, batch_size=min(256, data.num_train))
+    hyper = {
+        "lengthscale": pyro.distributions.LogNormal(torch.full((d,), math.log(ls0)), 1.0),
+        "variance": var_prior,
+    }
+    return GPTarget(kernel, hyperpriors=hyper), measurement
+
+
+def with_prior(task: Task, prior: str, *, smoke: bool = False, seed: int = 0) -> Task:
+    """The task with its weight prior replaced by a named one.
+
+    * ``"default"``: the task's own prior (unchanged);
+    * ``"fixed-gaussian"``: ``LayerwiseNormalPrior("radford")`` — weights ``N(0, 1/fan_in)``,
+      biases ``N(0, 1)`` (the fixed ``N(0, 1)`` prior of the scaled parameterisation);
+    * ``"fixed-hierarchical"``: :class:`~bayesdl.priors.HierarchicalGammaPrior` with
+      ``α = β = 1`` (a Gamma precision per parameter tensor);
+    * ``"gp-matched"``: :class:`~bayesdl.priors.functional.GaussianWeightPrior` (one scale per
+      parameter tensor) fitted by :func:`~bayesdl.priors.functional.fit_functional_prior` to
+      the functional-prior paper's GP for the task (toy1d: RBF, lengthscale 0.6, on a 200-point
+      grid on ``[-6, 6]``; UCI: hierarchical RBF-ARD on 100-point sets of 70 % training inputs;
+      classification: hierarchical RBF-ARD on minibatches), 200 iterations with a 50-step
+      Lipschitz critic (2 in smoke mode). The fit runs once, the first time the prior is
+      needed (inside the first method's run);
+    * ``"gp-matched-hierarchical"``: the hierarchical prior fitted the same way.
+
+    Hierarchical priors add precision sites that only the samplers handle (``sghmc``, ``sgld``
+    with Gibbs steps, ``nuts`` jointly).
+
+    Example:
+        >>> task = with_prior(load_task("toy1d"), "fixed-hierarchical")
+        >>> type(task.make_bnn().prior).__name__
+        'HierarchicalGammaPrior'
+    """
+    from bayesdl.priors import HierarchicalGammaPrior
+    from bayesdl.priors.functional import (
+        GaussianWeightPrior,
+        LipschitzCritic,
+        fit_functional_prior,
+    )
+
+    if prior not in PRIOR_NAMES:
+        raise ValueError(f"unknown prior {prior!r}; available priors: {', '.join(PRIOR_NAMES)}")
+    if prior == "default":
+        return task
+    x = task.data.x_train
+    cache: list[Prior] = []
+
+    def prior_fn() -> Prior:
+        if cache:
+            return cache[0]
+        net = task.net_fn().to(device=x.device, dtype=x.dtype)
+        if prior == "fixed-gaussian":
+            built: Prior = LayerwiseNormalPrior("radford")
+        elif prior == "fixed-hierarchical":
+            built = HierarchicalGammaPrior(net).to(device=x.device).freeze()
+        else:
+            fittable = (
+                HierarchicalGammaPrior(net)
+                if prior == "gp-matched-hierarchical"
+                else GaussianWeightPrior(net)
+            ).to(device=x.device)
+            target, measurement = _gp_target_and_measurement(task)
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                built = fit_functional_prior(
+                    net,
+                    target,
+                    measurement,
+                    prior=fittable,
+                    estimator=LipschitzCritic(num_steps=2 if smoke else _GP_FIT_CRITIC_STEPS),
+                    num_iters=2 if smoke else _GP_FIT_ITERS,
+                    num_samples=16 if smoke else _GP_FIT_SAMPLES,
+                    seed=seed,
+                    progress=False,
+                )
+        cache.append(built)
+        return built
+
+    return dataclasses.replace(
+        task, prior_fn=prior_fn, description=f"{task.description}; prior overridden: {prior}"
+    )
+
+
+def _gibbs_kwargs(task: Task) -> dict[str, Any]:
+    """Gibbs-step keywords for an SG-MCMC kernel when the task's prior is hierarchical."""
+    from bayesdl.priors import HierarchicalGammaPrior
+
+    prior = task.prior_fn()
+    if isinstance(prior, HierarchicalGammaPrior):
+        return prior.gibbs_kwargs(every=_GIBBS_EVERY)
+    return {}
 
 
 # ============================================================================================
@@ -750,7 +888,7 @@ def _sghmc_method(task: Task, *, seed: int, settings: CompareSettings) -> Method
         T. Chen, E. B. Fox, C. Guestrin, *Stochastic Gradient Hamiltonian Monte Carlo*, ICML
         2014.
     """
-    kernel = AdaptiveSGHMC(step_size=_SGHMC_LR, mdecay=_SGHMC_MDECAY)
+    kernel = AdaptiveSGHMC(step_size=_SGHMC_LR, mdecay=_SGHMC_MDECAY, **_gibbs_kwargs(task))
     return _sample_and_predict(
         task,
         kernel,
@@ -773,7 +911,12 @@ def _sgld_method(task: Task, *, seed: int, settings: CompareSettings) -> MethodO
         ICML 2011; C. Li, C. Chen, D. Carlson, L. Carin, *Preconditioned Stochastic Gradient
         Langevin Dynamics for Deep Neural Networks*, AAAI 2016.
     """
-    kernel = SGLD(step_size=_SGLD_LR, preconditioned=True, adapt_preconditioner="warmup")
+    kernel = SGLD(
+        step_size=_SGLD_LR,
+        preconditioned=True,
+        adapt_preconditioner="warmup",
+        **_gibbs_kwargs(task),
+    )
     return _sample_and_predict(
         task,
         kernel,
@@ -798,9 +941,12 @@ def _nuts_method(task: Task, *, seed: int, settings: CompareSettings) -> MethodO
     per_chain = max(1, math.ceil(keep / _MCMC_CHAINS))
     warmup = _SMOKE_STEPS if settings.smoke else _NUTS_WARMUP
     depth = 3 if settings.smoke else _NUTS_MAX_DEPTH
+    # full runs compile the leapfrog step (seconds of compilation, then several times fewer
+    # Python dispatches per gradient); smoke runs are too short to repay it
+    compile_mode = False if settings.smoke else "auto"
     return _sample_and_predict(
         task,
-        NUTS(max_tree_depth=depth),
+        NUTS(max_tree_depth=depth, compile=compile_mode),
         seed=seed,
         settings=settings,
         budget={"warmup": warmup, "num_samples": per_chain, "num_chains": _MCMC_CHAINS},
@@ -1144,6 +1290,7 @@ def compare(
     progress: bool | None = None,
     num_threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    prior: str = "default",
 ) -> CompareResult:
     """Run several inference methods on one task and score them on its test set.
 
@@ -1161,6 +1308,8 @@ def compare(
         num_threads: run with this many torch CPU threads (restored afterwards); ``None``
             leaves the setting alone. Small networks run fastest on one thread.
         log: called with a one-line message before and after each method (e.g. ``print``).
+        prior: the weight prior, one of :data:`PRIOR_NAMES` (see :func:`with_prior`);
+            hierarchical priors need sampler methods (``sghmc``, ``sgld``, ``nuts``).
 
     Returns:
         a :class:`CompareResult`; ``result.print()`` shows the table.
@@ -1192,6 +1341,16 @@ def compare(
     if not isinstance(task, Task):
         task = load_task(task)
     seed = int(seed)
+    if prior not in PRIOR_NAMES:
+        raise ValueError(f"unknown prior {prior!r}; available priors: {', '.join(PRIOR_NAMES)}")
+    if "hierarchical" in prior:
+        bad = [n for n in names if n not in _HIERARCHICAL_METHODS]
+        if bad:
+            raise ValueError(
+                f"prior {prior!r} has precision sites that only {_HIERARCHICAL_METHODS} sample; "
+                f"drop the method(s) {bad}"
+            )
+    task = with_prior(task, prior, smoke=bool(smoke), seed=seed)
     rows: list[dict[str, Any]] = []
     outputs: dict[str, MethodOutput] = {}
     with _torch_threads(num_threads):

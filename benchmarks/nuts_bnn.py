@@ -14,9 +14,15 @@ Samplers:
   :class:`~bayesdl.infer.mcmc.FunctionPotential` (the model's log density written as one flat
   torch function of ``z [C, 502]``, gradients by autograd), for 1 chain and for 8 chains
   vectorised on one device (``chain_method="vectorized"``).
-* ``bayesdl_bnn``: the same sampler on the library's own model path,
+* ``bayesdl_compiled``: the same with ``NUTS(..., compile=True)``: each leaf's leapfrog step,
+  potential forward and backward pass (``torch.func.grad_and_value``) and bookkeeping compiled
+  into one graph by ``torch.compile`` (inductor). Its wall time includes compilation (as
+  NumPyro's includes JIT); ``compile_s`` is the compilation part, and ``*_excluding_compile``
+  fields give the sampling-only rates.
+* ``bayesdl_bnn`` / ``bayesdl_bnn_compiled``: the same sampler on the library's own model path,
   ``sample(BNN(net, IIDPrior(Normal(0, 1)), GaussianLikelihood(N, scale_prior=LogNormal(0, 1))),
-  NUTS(...), (x, y))`` (a :class:`~bayesdl.infer.mcmc.BNNPotential`), 1 chain (full mode only).
+  NUTS(...), (x, y))`` (a :class:`~bayesdl.infer.mcmc.BNNPotential`), 1 chain (full mode only;
+  compiled when compiled rows run, eager too with ``--bnn-eager``).
 * ``pyro``: ``pyro.infer.NUTS(model)`` + ``pyro.infer.MCMC`` on the same model written with
   ``pyro.sample`` statements, 1 chain. Pyro is far too slow to run 600 iterations here, so it
   runs ``--pyro-warmup`` + ``--pyro-samples`` iterations (10 + 10 by default), its time per
@@ -33,7 +39,9 @@ search evaluations, over all chains), and ESS/s = min over 20 test inputs of the
 (ArviZ, all chains) of the predictive mean ``f(x_test)``, divided by the wall time.
 Summary (last line): ``speedup_vs_pyro`` = Pyro's extrapolated wall / bayesdl's wall (1 chain),
 ``ess_per_s_ratio_vs_numpyro`` = bayesdl ESS/s / NumPyro ESS/s (1 chain; ``..._8chains`` for 8),
-``chains8_over_chains1_time`` = bayesdl wall with 8 vectorised chains / with 1 chain.
+``chains8_over_chains1_time`` = bayesdl wall with 8 vectorised chains / with 1 chain. These use
+the compiled rows when they ran (``summary_rows`` says which; ``--compile both``, the default);
+the same ratios for the eager rows carry an ``_eager`` suffix.
 
 Threads: ``torch.set_num_threads(--threads)`` (default 1) and, for NumPyro, XLA's CPU
 intra-op parallelism is switched off when ``--threads 1`` so every sampler uses one core.
@@ -41,7 +49,8 @@ intra-op parallelism is switched off when ``--threads 1`` so every sampler uses 
 Usage::
 
     python benchmarks/nuts_bnn.py                       # full run (minutes)
-    python benchmarks/nuts_bnn.py --quick --device cpu  # smoke run (< 40 s), numbers meaningless
+    python benchmarks/nuts_bnn.py --quick --device cpu  # smoke run (~1 min, most of it
+                                                        # compilation), numbers meaningless
 """
 
 from __future__ import annotations
@@ -122,6 +131,23 @@ def torch_predict(z: torch.Tensor, x_test: torch.Tensor) -> torch.Tensor:
     return f.reshape(c, s, -1)
 
 
+def _count_compiled_gradients(kernel: Any, count: list[int]) -> None:
+    """With ``compile=True`` the leapfrog steps bypass ``potential.value_and_grad``: count the
+    chain-gradients of the kernel's compiled step function instead (rows of ``z``)."""
+    inner = kernel._step_function
+
+    def step_function(potential: Any, device: Any, build: Any) -> Any:
+        fn = inner(potential, device, build)
+
+        def counted(*args: Any) -> Any:
+            count[0] += args[1].shape[0]
+            return fn(*args)
+
+        return counted
+
+    kernel._step_function = step_function
+
+
 def _count_gradients(potential: Any) -> list[int]:
     """Make ``potential`` count the chain-gradients it computes (rows of ``z``, host ints)."""
     count = [0]
@@ -145,6 +171,7 @@ def run_bayesdl(
     device: torch.device,
     seed: int,
     bnn_model: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
     from bayesdl.infer.mcmc import NUTS, BNNPotential, sample
 
@@ -171,7 +198,9 @@ def run_bayesdl(
     else:
         potential = torch_potential(x, y)
     count = _count_gradients(potential)
-    kernel = NUTS(max_tree_depth=depth, target_accept_prob=0.8)
+    kernel = NUTS(max_tree_depth=depth, target_accept_prob=0.8, compile=compile)
+    if compile:
+        _count_compiled_gradients(kernel, count)
     sync(device)
     t0 = time.perf_counter()
     result = sample(
@@ -194,10 +223,15 @@ def run_bayesdl(
             f = torch_predict(result.z, x_test)
     stats = result.sample_stats
     ess = min_ess(f.cpu().numpy())
+    compile_s = kernel.compile_time_s
     return {
+        "compiled": compile,
         "wall_s": wall,
+        "compile_s": compile_s,
+        "wall_s_excluding_compile": wall - compile_s,
         "grad_evals": count[0],
         "grad_evals_per_s": count[0] / wall,
+        "grad_evals_per_s_excluding_compile": count[0] / (wall - compile_s),
         "mean_num_steps": float(stats["num_steps"].double().mean()),
         "mean_tree_depth": float(stats["tree_depth"].double().mean()),
         "divergences": int(stats["diverging"].sum()),
@@ -205,6 +239,7 @@ def run_bayesdl(
         "accept_prob": float(stats["accept_prob"].double().mean()),
         "min_ess": ess,
         "ess_per_s": ess / wall,
+        "ess_per_s_excluding_compile": ess / (wall - compile_s),
     }
 
 
@@ -343,6 +378,17 @@ def main() -> None:
     parser.add_argument(
         "--no-bnn-model", action="store_true", help="skip the bayesdl BNN-model (BNNPotential) run"
     )
+    parser.add_argument(
+        "--compile",
+        choices=("both", "eager", "compiled"),
+        default="both",
+        help="bayesdl rows without and/or with NUTS(compile=True) (torch.compile)",
+    )
+    parser.add_argument(
+        "--bnn-eager",
+        action="store_true",
+        help="also run the BNN-model row eagerly when compiled rows run (slow)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
@@ -369,16 +415,30 @@ def main() -> None:
     }
     emit({"config": env})
     runs: dict[str, dict[str, Any]] = {}
-    for c in (1, 8):
-        row = run_bayesdl(data, num_chains=c, device=device, seed=args.seed, **common)
-        runs[f"bayesdl_{c}"] = row
-        emit({"impl": "bayesdl", "chains": c, **row})
+    modes = {"eager": [False], "compiled": [True], "both": [False, True]}[args.compile]
+    for compiled in modes:
+        impl = "bayesdl_compiled" if compiled else "bayesdl"
+        for c in (1, 8):
+            row = run_bayesdl(
+                data, num_chains=c, device=device, seed=args.seed, compile=compiled, **common
+            )
+            runs[f"{impl}_{c}"] = row
+            emit({"impl": impl, "chains": c, **row})
     if not (args.quick or args.no_bnn_model):
-        row = run_bayesdl(
-            data, num_chains=1, device=device, seed=args.seed, bnn_model=True, **common
-        )
-        runs["bayesdl_bnn_1"] = row
-        emit({"impl": "bayesdl_bnn", "chains": 1, **row})
+        bnn_modes = modes if args.bnn_eager else modes[-1:]
+        for compiled in bnn_modes:
+            impl = "bayesdl_bnn_compiled" if compiled else "bayesdl_bnn"
+            row = run_bayesdl(
+                data,
+                num_chains=1,
+                device=device,
+                seed=args.seed,
+                bnn_model=True,
+                compile=compiled,
+                **common,
+            )
+            runs[f"{impl}_1"] = row
+            emit({"impl": impl, "chains": 1, **row})
     pyro_row = run_pyro(
         data,
         warmup=args.pyro_warmup,
@@ -386,7 +446,10 @@ def main() -> None:
         depth=args.depth,
         seed=args.seed,
     )
-    b1, b8 = runs["bayesdl_1"], runs["bayesdl_8"]
+    # the summary's headline ratios use the compiled rows when they ran (their wall times
+    # include compilation, as NumPyro's include JIT); the eager ones get an "_eager" suffix
+    best = "bayesdl_compiled" if True in modes else "bayesdl"
+    b1, b8 = runs[f"{best}_1"], runs[f"{best}_8"]
     pyro_wall = pyro_row["s_per_grad"] * b1["grad_evals"]
     emit(
         {
@@ -411,8 +474,20 @@ def main() -> None:
         "ess_per_s_ratio_vs_numpyro_8chains": None,
         "bayesdl_wall_s_1chain": b1["wall_s"],
         "bayesdl_wall_s_8chains": b8["wall_s"],
+        "summary_rows": best,
         "pyro_extrapolated": True,
     }
+    if best == "bayesdl_compiled":
+        summary["bayesdl_compile_s_1chain"] = b1["compile_s"]
+        summary["bayesdl_compile_s_8chains"] = b8["compile_s"]
+        summary["chains8_over_chains1_time_excluding_compile"] = (
+            b8["wall_s_excluding_compile"] / b1["wall_s_excluding_compile"]
+        )
+    if "bayesdl_1" in runs and best != "bayesdl":
+        e1, e8 = runs["bayesdl_1"], runs["bayesdl_8"]
+        summary["speedup_vs_pyro_eager"] = pyro_row["s_per_grad"] * e1["grad_evals"] / e1["wall_s"]
+        summary["chains8_over_chains1_time_eager"] = e8["wall_s"] / e1["wall_s"]
+        summary["compiled_speedup_1chain"] = e1["wall_s"] / b1["wall_s"]
     if args.quick and not args.numpyro:
         summary["numpyro"] = "skipped in --quick mode (JAX compilation alone takes ~20 s)"
     elif args.no_numpyro or not numpyro_available():
@@ -429,6 +504,10 @@ def main() -> None:
             b1["ess_per_s"] / n1["ess_per_s_excluding_compile_est"]
         )
         summary["wall_ratio_vs_numpyro"] = b1["wall_s"] / n1["wall_s"]
+        if "bayesdl_1" in runs and best != "bayesdl":
+            summary["ess_per_s_ratio_vs_numpyro_eager"] = (
+                runs["bayesdl_1"]["ess_per_s"] / n1["ess_per_s"]
+            )
         summary["numpyro_wall_s_1chain"] = n1["wall_s"]
         summary["numpyro_wall_s_8chains"] = n8["wall_s"]
     emit(summary)

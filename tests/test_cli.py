@@ -160,3 +160,16 @@ def test_console_script_installed():
         [str(script), "--version"], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip() == f"bayesdl {bayesdl.__version__}"
+
+
+def test_prior_option(capsys):
+    assert build_parser().parse_args(["compare", "--task", "toy1d"]).prior == "default"
+    args = build_parser().parse_args(["compare", "--task", "toy1d", "--prior", "gp-matched"])
+    assert args.prior == "gp-matched"
+    assert main(["compare", "--task", "toy1d", "--prior", "laplace", "--smoke"]) == 2
+    assert "unknown prior 'laplace'" in capsys.readouterr().err
+    code = main(
+        "compare --task toy1d --methods sghmc --smoke --no-progress --quiet "
+        "--prior fixed-hierarchical".split()
+    )
+    assert code == 0 and "sghmc" in capsys.readouterr().out

@@ -496,3 +496,37 @@ def test_samplers_put_a_prior_on_a_learned_noise_scale():
     _check_finite_rows(result)
     scales = [v for k, v in result.outputs["sgld"].fitted["result"].samples.items() if "scale" in k]
     assert len(scales) == 1 and bool((scales[0] > 0).all())
+
+
+# ------------------------------------------------------------------------------ priors
+
+
+def test_with_prior_names_and_errors(toy_task):
+    assert C.with_prior(toy_task, "default") is toy_task
+    fixed = C.with_prior(toy_task, "fixed-gaussian")
+    assert type(fixed.make_bnn().prior).__name__ == "LayerwiseNormalPrior"
+    assert "prior overridden: fixed-gaussian" in fixed.description
+    with pytest.raises(ValueError, match="unknown prior 'laplace'"):
+        C.with_prior(toy_task, "laplace")
+    with pytest.raises(ValueError, match="only .* sample"):
+        compare(toy_task, "map,sghmc", smoke=True, progress=False, prior="fixed-hierarchical")
+
+
+def test_gp_matched_prior_with_sghmc_smoke(toy_task):
+    """--prior gp-matched fits a GaussianWeightPrior (smoke budget) once and samples with it."""
+    result = compare(toy_task, "sghmc", seed=0, smoke=True, progress=False, prior="gp-matched")
+    _check_finite_rows(result)
+    prior = result.outputs["sghmc"].fitted["bnn"].prior
+    assert type(prior).__name__ == "GaussianWeightPrior" and len(prior.history) == 2
+    assert not any(p.requires_grad for p in prior.parameters())
+
+
+def test_hierarchical_prior_gets_gibbs_steps(toy_task):
+    task = C.with_prior(toy_task, "fixed-hierarchical")
+    kwargs = C._gibbs_kwargs(task)
+    assert kwargs["gibbs_every"] == C._GIBBS_EVERY
+    assert "0.weight.precision" in kwargs["gibbs_sites"]
+    result = compare(toy_task, "sghmc", smoke=True, progress=False, prior="fixed-hierarchical")
+    _check_finite_rows(result)
+    samples = result.outputs["sghmc"].fitted["result"].samples
+    assert bool((samples["0.weight.precision"] > 0).all())

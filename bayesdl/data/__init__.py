@@ -1,4 +1,5 @@
-"""Offline data sets: UCI regression, a 1-D GP toy, small classification sets, Fashion-MNIST.
+"""Offline data sets: UCI regression, a 1-D GP toy, small classification sets, Fashion-MNIST,
+and generated sequences for GP-VAEs (:mod:`bayesdl.data.sequences`).
 
 Every loader returns standardised train/test tensors built only from locally installed
 packages; nothing is downloaded. See :mod:`bayesdl.data.uci` and
@@ -16,6 +17,12 @@ from bayesdl.data.binarized_images import (
 )
 from bayesdl.data.classification import CLASSIFICATION_DATASETS, load_classification
 from bayesdl.data.fashion_mnist import load_fashion_mnist
+from bayesdl.data.sequences import (
+    SequenceData,
+    gp_trajectories,
+    healing_fashion_mnist,
+    moving_ball,
+)
 from bayesdl.data.splits import (
     ClassificationData,
     RegressionData,
@@ -32,13 +39,17 @@ __all__ = [
     "ClassificationData",
     "DynamicBinarization",
     "RegressionData",
+    "SequenceData",
     "UCI_DATASETS",
     "binarize",
+    "gp_trajectories",
+    "healing_fashion_mnist",
     "load_binarized_images",
     "load_classification",
     "load_fashion_mnist",
     "load_toy1d",
     "load_uci",
+    "moving_ball",
     "standardise",
     "train_test_split",
 ]

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from bayesdl.infer.mcmc._compile import CompiledStep, check_compile, functional_value_and_grad
 from bayesdl.infer.mcmc.adaptation import (
     DualAveraging,
     Welford,
@@ -202,8 +203,12 @@ class HamiltonianKernel(MCMCKernel):
         target_accept_prob: float = 0.8,
         max_delta_energy: float = 1000.0,
         init_strategy: str | dict[str, Tensor] = "uniform",
+        compile: bool | str = False,
     ):
         super().__init__(model, init_strategy=init_strategy)
+        self.compile = check_compile(compile)
+        self._compiled: tuple[Any, ...] | None = None
+        self._compile_time_before = 0.0
         if step_size is not None:
             step_size = _check_float(step_size, "step_size", low=0.0)
         self.step_size = step_size
@@ -213,6 +218,39 @@ class HamiltonianKernel(MCMCKernel):
             target_accept_prob, "target_accept_prob", low=0.0, high=1.0
         )
         self.max_delta_energy = _check_float(max_delta_energy, "max_delta_energy", low=0.0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled"] = None  # compiled graphs are rebuilt on first use, never pickled
+        return state
+
+    @property
+    def compile_time_s(self) -> float:
+        """Seconds spent compiling the leapfrog step so far (0 when ``compile=False``)."""
+        current = 0.0 if self._compiled is None else self._compiled[-1].compile_time_s
+        return self._compile_time_before + current
+
+    def _step_function(
+        self, potential: Potential, device: torch.device, build: Callable[..., Callable[..., Any]]
+    ) -> Callable[..., Any]:
+        """The kernel's per-leapfrog function for ``potential``: ``build(value_and_grad)``
+        eagerly with the potential's own ``value_and_grad`` when ``compile=False``, else
+        compiled with a ``torch.func`` gradient (cached for the last potential used)."""
+        if self.compile is False:
+            return build(lambda z, batch: potential.value_and_grad(z, batch))
+        cached = self._compiled
+        if cached is not None and cached[0] is potential and cached[1] == device:
+            return cached[2]
+        if cached is not None:
+            self._compile_time_before += cached[2].compile_time_s
+        step = CompiledStep(
+            build(functional_value_and_grad(potential)),
+            mode=self.compile,
+            what=f"the {type(self).__name__} leapfrog step",
+            device=device,
+        )
+        self._compiled = (potential, device, step)
+        return step
 
     # ------------------------------------------------------------------ functional API
     def init_state(

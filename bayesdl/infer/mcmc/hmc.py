@@ -17,10 +17,25 @@ from bayesdl.infer.mcmc._hamiltonian import (
     _check_int,
     _sanitize_energy,
     kinetic_energy,
-    leapfrog,
 )
 from bayesdl.infer.mcmc.potential import Batch, Potential
 from bayesdl.infer.mcmc.rng import ChainRNG
+
+
+def _leapfrog_builder(value_and_grad: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., Any]:
+    """A leapfrog step plus the new energy, for :meth:`HamiltonianKernel._step_function`."""
+
+    def step(
+        batch: Batch | None, z: Tensor, r: Tensor, g: Tensor, step: Tensor, inv_mass: Tensor
+    ) -> tuple[Tensor, ...]:
+        half = 0.5 * step
+        r = r - half * g
+        z = z + step * inv_mass * r
+        u, g = value_and_grad(z, batch)
+        r = r - half * g
+        return z, r, u, g, _sanitize_energy(u + kinetic_energy(r, inv_mass))
+
+    return step
 
 
 class HMC(HamiltonianKernel):
@@ -29,7 +44,13 @@ class HMC(HamiltonianKernel):
 
     The number of steps is ``num_steps`` when given, otherwise
     ``L = max(1, floor(trajectory_length / step_size))`` per chain (capped at
-    ``max_num_steps``), as in Pyro; chains needing fewer steps than the longest are masked. A
+    ``max_num_steps``), as in Pyro, except that by default the integration time is jittered:
+    each iteration a chain uses ``trajectory_length · U`` with ``U ~ Uniform(1 − jitter,
+    1 + jitter)``. A fixed integration time can sit near a multiple of a half period of some
+    direction of the target, where consecutive draws nearly mirror each other and that
+    direction's spread barely mixes (a chain can then report a huge ESS with a wrong variance);
+    randomising the time breaks that periodicity (Neal 2011, §5.4). Chains needing fewer steps
+    than the longest are masked. A
     step whose energy exceeds the initial one by more than ``max_delta_energy`` is a
     divergence: the chain stops integrating and rejects. Each iteration a chain draws a
     momentum ``[D]`` and one uniform, so chains run side by side equal chains run one by one.
@@ -43,11 +64,15 @@ class HMC(HamiltonianKernel):
         num_steps: leapfrog steps per iteration (overrides ``trajectory_length``).
         trajectory_length: integration time ``L * step_size``; default ``2 * pi``.
         max_num_steps: cap on ``L`` when it follows from ``trajectory_length``.
+        jitter: relative half-width in ``[0, 1)`` of the uniform jitter of the integration time
+            (not used with ``num_steps``, which fixes ``L``); ``0`` gives Pyro's fixed length.
         adapt_step_size: as for :class:`~bayesdl.infer.mcmc.NUTS`.
         adapt_mass_matrix: as for :class:`~bayesdl.infer.mcmc.NUTS`.
         target_accept_prob: as for :class:`~bayesdl.infer.mcmc.NUTS`.
         max_delta_energy: as for :class:`~bayesdl.infer.mcmc.NUTS`.
         init_strategy: as for :class:`~bayesdl.infer.mcmc.NUTS`.
+        compile: as for :class:`~bayesdl.infer.mcmc.NUTS` (compiles the leapfrog step and its
+            energy).
 
     Example:
         >>> import torch
@@ -74,11 +99,13 @@ class HMC(HamiltonianKernel):
         num_steps: int | None = None,
         trajectory_length: float | None = None,
         max_num_steps: int = 1024,
+        jitter: float = 0.2,
         adapt_step_size: bool = True,
         adapt_mass_matrix: bool = True,
         target_accept_prob: float = 0.8,
         max_delta_energy: float = 1000.0,
         init_strategy: str | dict[str, Tensor] = "uniform",
+        compile: bool | str = False,
     ):
         super().__init__(
             model,
@@ -88,6 +115,7 @@ class HMC(HamiltonianKernel):
             target_accept_prob=target_accept_prob,
             max_delta_energy=max_delta_energy,
             init_strategy=init_strategy,
+            compile=compile,
         )
         if num_steps is not None:
             num_steps = _check_int(num_steps, "num_steps", low=1)
@@ -96,6 +124,10 @@ class HMC(HamiltonianKernel):
         self.num_steps = num_steps
         self.trajectory_length = 2 * math.pi if trajectory_length is None else trajectory_length
         self.max_num_steps = _check_int(max_num_steps, "max_num_steps", low=1)
+        jitter = _check_float(jitter, "jitter", low=-1.0)
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must lie in [0, 1), got {jitter}")
+        self.jitter = jitter
 
     def _transition(
         self,
@@ -113,19 +145,21 @@ class HMC(HamiltonianKernel):
             steps = torch.full_like(u0, self.num_steps, dtype=torch.long)
             longest = self.num_steps
         else:
-            steps = torch.floor(self.trajectory_length / state.step_size).clamp(
-                1, self.max_num_steps
-            )
+            length = self.trajectory_length
+            if self.jitter > 0:
+                u = rng.uniform((1,), dtype=dtype).squeeze(-1)
+                length = length * (1.0 + self.jitter * (2.0 * u - 1.0))
+            steps = torch.floor(length / state.step_size).clamp(1, self.max_num_steps)
             steps = steps.long()
             longest = int(steps.max())  # one sync per iteration
         step = state.step_size.unsqueeze(-1)
         z, r, u, g = z0, r0, u0, g0
+        leapfrog_step = self._step_function(potential, z0.device, _leapfrog_builder)
         moving = torch.ones_like(u0, dtype=torch.bool)
         diverging = torch.zeros_like(moving)
         num_done = torch.zeros_like(steps)
         for n in range(longest):
-            z_new, r_new, u_new, g_new = leapfrog(potential, batch, z, r, g, step, inv_mass)
-            h = _sanitize_energy(u_new + kinetic_energy(r_new, inv_mass))
+            z_new, r_new, u_new, g_new, h = leapfrog_step(batch, z, r, g, step, inv_mass)
             bad = (h - h0 > self.max_delta_energy) | ~torch.isfinite(g_new).all(-1)
             doing = moving & (n < steps)
             num_done = num_done + doing.long()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -33,6 +34,171 @@ def _turning(checks: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
     ps = torch.stack([c[0] for c in checks] + [c[1] for c in checks])
     rhos = torch.stack([c[2] for c in checks] * 2)
     return ~(_dot(ps, rhos) > 0).all(0)
+
+
+def _leaf(
+    value_and_grad: Callable[..., tuple[Tensor, Tensor]],
+    max_delta_energy: float,
+    batch: Batch | None,
+    z: Tensor,
+    r: Tensor,
+    g: Tensor,
+    half: Tensor,
+    step_mass: Tensor,
+    inv_mass: Tensor,
+    h0: Tensor,
+    sub_log_w: Tensor,
+    sub: Tensor,
+    log_u: Tensor,
+    sub_rho: Tensor,
+    building: Tensor,
+    sum_metro: Tensor,
+    num_steps: Tensor,
+) -> tuple[Tensor, ...]:
+    """One leaf of a NUTS sub-tree, every chain at once: a leapfrog step from ``(z, r, g)``
+    (``half`` = signed step / 2 ``[C, 1]``, ``step_mass`` = signed step * ``inv_mass``), the
+    leaf's energy and log weight against ``h0``, the acceptance-statistic sums (for chains
+    still ``building``), the progressive multinomial choice of the sub-tree's proposal
+    ``sub`` = ``[z | grad | U | H]`` (the leaf replaces it with probability
+    ``w_leaf / w_subtree``, decided by ``log_u``) and the sub-tree's momentum sum.
+
+    A pure tensor function, so ``torch.compile`` fuses it with the potential's forward and
+    backward passes into one graph.
+
+    Returns:
+        ``z', r', ∇U(z'), p♯' = M⁻¹ r'``, divergent ``[C]``, ``sum_metro``, ``num_steps``,
+        ``sub_log_w``, ``sub``, ``sub_rho``, all updated.
+    """
+    r_half = torch.addcmul(r, half, g, value=-1.0)
+    z_new = torch.addcmul(z, step_mass, r_half)
+    u_new, g_new = value_and_grad(z_new, batch)
+    r_new = torch.addcmul(r_half, half, g_new, value=-1.0)
+    p = inv_mass * r_new
+    h = torch.nan_to_num(torch.add(u_new, _dot(p, r_new), alpha=0.5), nan=math.inf)
+    leaf_log_w = h0 - h
+    divergent = leaf_log_w < -max_delta_energy
+    metro = leaf_log_w.clamp(max=0.0).exp()
+    sum_metro = sum_metro + torch.where(building, metro, 0.0)
+    num_steps = num_steps + building
+    new_sub_log_w = torch.logaddexp(sub_log_w, leaf_log_w)
+    # the first leaf (sub_log_w = -inf) is always taken: log_u < 0 = leaf_log_w - new_sub_log_w
+    take = log_u < leaf_log_w - new_sub_log_w
+    leaf = torch.cat([z_new, g_new, u_new.unsqueeze(-1), h.unsqueeze(-1)], -1)
+    sub = torch.where(take.unsqueeze(-1), leaf, sub)
+    return (
+        z_new,
+        r_new,
+        g_new,
+        p,
+        divergent,
+        sum_metro,
+        num_steps,
+        new_sub_log_w,
+        sub,
+        sub_rho + r_new,
+    )
+
+
+def _leaf_and_checks(
+    value_and_grad: Callable[..., tuple[Tensor, Tensor]],
+    max_delta_energy: float,
+    batch: Batch | None,
+    z: Tensor,
+    r: Tensor,
+    g: Tensor,
+    half: Tensor,
+    step_mass: Tensor,
+    inv_mass: Tensor,
+    h0: Tensor,
+    sub_log_w: Tensor,
+    sub: Tensor,
+    log_u: Tensor,
+    sub_rho: Tensor,
+    building: Tensor,
+    sum_metro: Tensor,
+    num_steps: Tensor,
+    sub_diverged: Tensor,
+    starts: Tensor,
+    ends: Tensor,
+    start_p: Tensor,
+    start_before: Tensor,
+    start_after: Tensor,
+    end_p: Tensor,
+    end_before: Tensor,
+) -> tuple[Tensor, ...]:
+    """:func:`_leaf` plus everything else a leaf does, as one fixed-shape tensor function (what
+    ``compile=True`` compiles): the generalised U-turn checks of every balanced sub-tree ending
+    at this leaf and the stopping masks.
+
+    The Python loop of the eager path keeps the U-turn bookkeeping in lists indexed by sub-tree
+    size; here slot ``k - 1`` of the ``[J, C, D]`` stacks ``start_p``, ``start_before``,
+    ``start_after``, ``end_p`` and ``end_before`` holds the same tensors, and the boolean
+    ``[J]`` rows ``starts`` (``n % 2**k == 0``: a sub-tree of ``2**k`` leaves starts here) and
+    ``ends`` (``(n + 1) % 2**k == 0``: one ends here) select which slots this leaf updates and
+    which checks count, so every leaf runs the same graph: ``3 J`` dot products instead of the
+    few that apply, negligible next to the potential.
+
+    Returns:
+        ``z, r, g`` (the new leaf where the chain still builds, else unchanged), ``r'``, ``p♯'``,
+        ``building``, ``sub_diverged``, ``sum_metro``, ``num_steps``, ``sub_log_w``, ``sub``,
+        ``sub_rho`` and the five stacks, updated.
+    """
+    before = sub_rho
+    (z_new, r_new, g_new, p, divergent, sum_metro, num_steps, sub_log_w, sub, sub_rho) = _leaf(
+        value_and_grad, max_delta_energy, batch, z, r, g, half, step_mass, inv_mass, h0,
+        sub_log_w, sub, log_u, sub_rho, building, sum_metro, num_steps,
+    )  # fmt: skip
+    s = starts.view(-1, 1, 1)
+    start_p = torch.where(s, p, start_p)
+    start_before = torch.where(s, before, start_before)
+    start_after = torch.where(s, sub_rho, start_after)
+    # slot k - 1 for every k: the sub-tree of 2**k leaves ending here, then (k >= 2) Stan's
+    # checks across its halves; a span turns unless both its ends move along its momentum sum
+    rho1 = sub_rho - start_before
+    turn1 = ~((_dot(start_p, rho1) > 0) & (_dot(p, rho1) > 0))
+    rho2 = start_after[:-1] - start_before[1:]
+    turn2 = ~((_dot(start_p[1:], rho2) > 0) & (_dot(start_p[:-1], rho2) > 0))
+    rho3 = sub_rho - end_before[:-1]
+    turn3 = ~((_dot(end_p[:-1], rho3) > 0) & (_dot(p, rho3) > 0))
+    e = ends.unsqueeze(-1)
+    turning = (turn1 & e).any(0) | ((turn2 | turn3) & e[1:]).any(0)
+    e3 = ends.view(-1, 1, 1)
+    end_p = torch.where(e3, p, end_p)
+    end_before = torch.where(e3, before, end_before)
+    sub_diverged = sub_diverged | (building & divergent)
+    building = building & ~(divergent | turning)
+    mask = building.unsqueeze(-1)  # chains that stopped keep their last valid state
+    z = torch.where(mask, z_new, z)
+    r = torch.where(mask, r_new, r)
+    g = torch.where(mask, g_new, g)
+    return (
+        z,
+        r,
+        g,
+        r_new,
+        p,
+        building,
+        sub_diverged,
+        sum_metro,
+        num_steps,
+        sub_log_w,
+        sub,
+        sub_rho,
+        start_p,
+        start_before,
+        start_after,
+        end_p,
+        end_before,
+    )
+
+
+@lru_cache(maxsize=16)
+def _slot_masks(depth: int) -> tuple[Tensor, Tensor]:
+    """``starts[n, k - 1] = n % 2**k == 0`` and ``ends[n, k - 1] = (n + 1) % 2**k == 0`` for
+    leaves ``n < 2**(depth - 1)`` and ``k = 1..depth`` (CPU bool tensors ``[2**(depth-1), depth]``)."""
+    n = torch.arange(2 ** (depth - 1)).unsqueeze(-1)
+    size = 2 ** torch.arange(1, depth + 1)
+    return n % size == 0, (n + 1) % size == 0
 
 
 class NUTS(HamiltonianKernel):
@@ -71,6 +237,19 @@ class NUTS(HamiltonianKernel):
             (``1 <= max_tree_depth <= 16``).
         max_delta_energy: energy error that counts as a divergence.
         init_strategy: initial values when run through ``pyro.infer.MCMC``.
+        compile: ``True`` compiles each leaf's work (the leapfrog step with the potential's
+            forward and backward passes, taken by ``torch.func.grad_and_value``, the energy,
+            acceptance sums and multinomial choice) into one graph with ``torch.compile``
+            (inductor), per chain count and dtype: several times fewer kernel launches and
+            Python dispatches per gradient, which is what a small network costs. The first
+            iteration waits for compilation (seconds; :attr:`compile_time_s` reports it apart
+            from sampling); draws equal the eager ones up to floating-point round-off (so
+            individual trajectories may part after many iterations). Needs a potential whose
+            ``_value`` is traceable (:class:`~bayesdl.infer.mcmc.FunctionPotential`,
+            :class:`~bayesdl.infer.mcmc.BNNPotential`; a Pyro-traced
+            :class:`~bayesdl.infer.mcmc.ModelPotential` usually is not) and a C++ compiler on
+            CPU; ``True`` raises :class:`RuntimeError` when compilation is impossible or
+            fails, ``"auto"`` warns and runs eagerly instead. Default ``False`` (eager).
 
     Example:
         >>> import torch
@@ -102,6 +281,7 @@ class NUTS(HamiltonianKernel):
         max_tree_depth: int = 10,
         max_delta_energy: float = 1000.0,
         init_strategy: str | dict[str, Tensor] = "uniform",
+        compile: bool | str = False,
     ):
         super().__init__(
             model,
@@ -111,8 +291,25 @@ class NUTS(HamiltonianKernel):
             target_accept_prob=target_accept_prob,
             max_delta_energy=max_delta_energy,
             init_strategy=init_strategy,
+            compile=compile,
         )
         self.max_tree_depth = _check_int(max_tree_depth, "max_tree_depth", low=1, high=16)
+
+    def _leaf_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
+        max_delta = self.max_delta_energy
+
+        def leaf(*args: Any) -> tuple[Tensor, ...]:
+            return _leaf(value_and_grad, max_delta, *args)
+
+        return leaf
+
+    def _fused_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
+        max_delta = self.max_delta_energy
+
+        def leaf(*args: Any) -> tuple[Tensor, ...]:
+            return _leaf_and_checks(value_and_grad, max_delta, *args)
+
+        return leaf
 
     def _transition(
         self,
@@ -134,13 +331,15 @@ class NUTS(HamiltonianKernel):
         uniforms = rng.uniform((2 * depth_max + 2**depth_max,), dtype=dtype)
         forward_all = uniforms[:, :depth_max] < 0.5
         log_u_merge = uniforms[:, depth_max : 2 * depth_max].log()
-        log_u_leaf = uniforms[:, 2 * depth_max :].log()
+        # [leaves, C]: each leaf's row is a contiguous [C] tensor (a compiled step is
+        # specialised to its inputs' strides)
+        log_u_leaf = uniforms[:, 2 * depth_max :].log().t().contiguous()
 
         p0 = inv_mass * r0
         h0 = torch.add(u0, _dot(p0, r0), alpha=0.5)
-        # trajectory ends [C, 4, D] = (z, r, grad, p♯), momentum sum, log weight, and the
+        # trajectory ends [4, C, D] = (z, r, grad, p♯), momentum sum, log weight, and the
         # proposal packed as [z | grad | U | H]  [C, 2D + 2]
-        left = right = torch.stack([z0, r0, g0, p0], 1)
+        left = right = torch.stack([z0, r0, g0, p0])
         rho = r0
         log_w = torch.zeros_like(u0)
         prop = torch.cat([z0, g0, u0.unsqueeze(-1), h0.unsqueeze(-1)], -1)
@@ -150,103 +349,106 @@ class NUTS(HamiltonianKernel):
         num_steps = torch.zeros_like(depth)
         sum_metro = torch.zeros_like(u0)
         step = state.step_size.unsqueeze(-1)
+        if self.compile is False:
+            leaf_step = self._step_function(potential, z0.device, self._leaf_builder)
+            stacks = None
+        else:
+            leaf_step = self._step_function(potential, z0.device, self._fused_builder)
+            # U-turn bookkeeping stacks [J, C, D] (see _leaf_and_checks), reused across depths
+            stacks = [z0.new_zeros(depth_max, num_chains, dim) for _ in range(5)]
+            starts_all, ends_all = (m.to(z0.device) for m in _slot_masks(depth_max))
 
         for j in range(depth_max):
             forward = forward_all[:, j]
-            fwd3 = forward.view(-1, 1, 1)
+            fwd3 = forward.view(1, -1, 1)
             start = torch.where(fwd3, right, left)
-            p_far = torch.where(fwd3, left, right)[:, 3]
-            z, r, g, p_near = start.unbind(1)
+            p_far = torch.where(fwd3, left, right)[3]
+            z, r, g, p_near = start.unbind(0)
             r_near = r
             signed_step = torch.where(forward.unsqueeze(-1), step, -step)
             half = 0.5 * signed_step
             step_mass = signed_step * inv_mass
             # the sub-tree of 2**j leaves, built leaf by leaf
             building = active.clone()
-            all_building = on_cpu and bool(building.all())
             sub_diverged = torch.zeros_like(active)
             sub_rho = torch.zeros_like(z)
             sub_log_w = torch.full_like(u0, -math.inf)
             sub = prop
             first_r = first_p = p = r_new = z_new = g_new = z
-            # slot k-1 holds the first leaf of the current balanced sub-tree of 2**k leaves
-            # (p♯, momentum sum before / after it) and the last leaf of the previous one
-            start_p: list[Tensor] = [z] * (j + 1)
-            start_before: list[Tensor] = [z] * (j + 1)
-            start_after: list[Tensor] = [z] * (j + 1)
-            end_p: list[Tensor] = [z] * (j + 1)
-            end_before: list[Tensor] = [z] * (j + 1)
             num_leaves = 2**j
-            for n in range(num_leaves):
-                # leapfrog
-                r_half = torch.addcmul(r, half, g, value=-1.0)
-                z_new = torch.addcmul(z, step_mass, r_half)
-                u_new, g_new = potential.value_and_grad(z_new, batch)
-                r_new = torch.addcmul(r_half, half, g_new, value=-1.0)
-                p = inv_mass * r_new
-                h = torch.nan_to_num(torch.add(u_new, _dot(p, r_new), alpha=0.5), nan=math.inf)
-                leaf_log_w = h0 - h
-                divergent = leaf_log_w < -self.max_delta_energy
-                metro = leaf_log_w.clamp(max=0.0).exp()
-                if all_building:
-                    sum_metro = sum_metro + metro
-                    num_steps = num_steps + 1
-                else:
-                    sum_metro = sum_metro + torch.where(building, metro, 0.0)
-                    num_steps = num_steps + building
-                # progressive (unbiased) multinomial sampling inside the sub-tree; leaf n of
-                # depth j is leaf 2**j - 1 + n of the trajectory, for every chain
-                new_sub_log_w = torch.logaddexp(sub_log_w, leaf_log_w)
-                leaf = torch.cat([z_new, g_new, u_new.unsqueeze(-1), h.unsqueeze(-1)], -1)
-                if n == 0:
-                    sub = leaf
-                else:
-                    take = log_u_leaf[:, num_leaves - 1 + n] < leaf_log_w - new_sub_log_w
-                    sub = torch.where(take.unsqueeze(-1), leaf, sub)
-                sub_log_w = new_sub_log_w
-                # generalised U-turn checks on the balanced sub-trees ending at this leaf
-                before = sub_rho
-                sub_rho = sub_rho + r_new
-                if n == 0:
-                    first_r, first_p = r_new, p
-                for k in range(1, j + 1):
-                    if n % 2**k == 0:
-                        start_p[k - 1] = p
-                        start_before[k - 1], start_after[k - 1] = before, sub_rho
-                ends = [k for k in range(1, j + 1) if (n + 1) % 2**k == 0]
-                checks = []
-                for k in ends:
-                    checks.append((start_p[k - 1], p, sub_rho - start_before[k - 1]))
-                    if k >= 2:  # Stan's extra checks across the two halves
-                        checks.append(
-                            (
-                                start_p[k - 1],
-                                start_p[k - 2],
-                                start_after[k - 2] - start_before[k - 1],
+            if stacks is not None:  # compiled: one fused graph per leaf (_leaf_and_checks)
+                for n in range(num_leaves):
+                    (z, r, g, r_new, p, building, sub_diverged, sum_metro, num_steps, sub_log_w,
+                     sub, sub_rho, *stacks) = leaf_step(
+                        batch, z, r, g, half, step_mass, inv_mass, h0, sub_log_w, sub,
+                        log_u_leaf[num_leaves - 1 + n], sub_rho, building, sum_metro, num_steps,
+                        sub_diverged, starts_all[n], ends_all[n], *stacks,
+                    )  # fmt: skip
+                    if n == 0:
+                        first_r, first_p = r_new, p
+                    if n + 1 < num_leaves and (on_cpu or (n + 1) & n == 0):
+                        if not bool(building.any()):
+                            break
+            else:
+                all_building = on_cpu and bool(building.all())
+                # slot k-1 holds the first leaf of the current balanced sub-tree of 2**k leaves
+                # (p♯, momentum sum before / after it) and the last leaf of the previous one
+                start_p: list[Tensor] = [z] * (j + 1)
+                start_before: list[Tensor] = [z] * (j + 1)
+                start_after: list[Tensor] = [z] * (j + 1)
+                end_p: list[Tensor] = [z] * (j + 1)
+                end_before: list[Tensor] = [z] * (j + 1)
+                for n in range(num_leaves):
+                    # leapfrog, energy, acceptance sums and progressive (unbiased) multinomial
+                    # sampling inside the sub-tree; leaf n of depth j is leaf 2**j - 1 + n of the
+                    # trajectory, for every chain
+                    before = sub_rho
+                    (z_new, r_new, g_new, p, divergent, sum_metro, num_steps, sub_log_w, sub,
+                     sub_rho) = leaf_step(
+                        batch, z, r, g, half, step_mass, inv_mass, h0, sub_log_w, sub,
+                        log_u_leaf[num_leaves - 1 + n], sub_rho, building, sum_metro, num_steps,
+                    )  # fmt: skip
+                    # generalised U-turn checks on the balanced sub-trees ending at this leaf
+                    if n == 0:
+                        first_r, first_p = r_new, p
+                    for k in range(1, j + 1):
+                        if n % 2**k == 0:
+                            start_p[k - 1] = p
+                            start_before[k - 1], start_after[k - 1] = before, sub_rho
+                    ends = [k for k in range(1, j + 1) if (n + 1) % 2**k == 0]
+                    checks = []
+                    for k in ends:
+                        checks.append((start_p[k - 1], p, sub_rho - start_before[k - 1]))
+                        if k >= 2:  # Stan's extra checks across the two halves
+                            checks.append(
+                                (
+                                    start_p[k - 1],
+                                    start_p[k - 2],
+                                    start_after[k - 2] - start_before[k - 1],
+                                )
                             )
-                        )
-                        checks.append((end_p[k - 2], p, sub_rho - end_before[k - 2]))
-                for k in ends:
-                    end_p[k - 1], end_before[k - 1] = p, before
-                stop = divergent
-                if checks:
-                    stop = stop | _turning(checks)
-                sub_diverged = sub_diverged | (building & divergent)
-                building = building & ~stop
-                if on_cpu:
-                    all_building = bool(building.all())
-                    if not all_building and n + 1 < num_leaves and not bool(building.any()):
-                        break
-                if all_building:
-                    z, r, g = z_new, r_new, g_new
-                else:  # chains that stopped keep their last valid state
-                    mask = building.unsqueeze(-1)
-                    z = torch.where(mask, z_new, z)
-                    r = torch.where(mask, r_new, r)
-                    g = torch.where(mask, g_new, g)
-                if not on_cpu and n + 1 < num_leaves and (n + 1) & n == 0:
-                    if not bool(building.any()):  # a sync at power-of-two leaf counts only
-                        break
+                            checks.append((end_p[k - 2], p, sub_rho - end_before[k - 2]))
+                    for k in ends:
+                        end_p[k - 1], end_before[k - 1] = p, before
+                    stop = divergent
+                    if checks:
+                        stop = stop | _turning(checks)
+                    sub_diverged = sub_diverged | (building & divergent)
+                    building = building & ~stop
+                    if on_cpu:
+                        all_building = bool(building.all())
+                        if not all_building and n + 1 < num_leaves and not bool(building.any()):
+                            break
+                    if all_building:
+                        z, r, g = z_new, r_new, g_new
+                    else:  # chains that stopped keep their last valid state
+                        mask = building.unsqueeze(-1)
+                        z = torch.where(mask, z_new, z)
+                        r = torch.where(mask, r_new, r)
+                        g = torch.where(mask, g_new, g)
+                    if not on_cpu and n + 1 < num_leaves and (n + 1) & n == 0:
+                        if not bool(building.any()):  # a sync at power-of-two leaf counts only
+                            break
             # merge the sub-tree into the trajectory (chains whose sub-tree stayed valid)
             valid = building
             diverging = diverging | sub_diverged
@@ -255,10 +457,10 @@ class NUTS(HamiltonianKernel):
             prop = torch.where(take.unsqueeze(-1), sub, prop)
             log_w = torch.where(valid, torch.logaddexp(log_w, sub_log_w), log_w)
             rho = torch.where(valid.unsqueeze(-1), rho + sub_rho, rho)
-            outer = torch.stack([z, r, g, p], 1)
-            right = torch.where((valid & forward).view(-1, 1, 1), outer, right)
-            left = torch.where((valid & ~forward).view(-1, 1, 1), outer, left)
-            checks = [(left[:, 3], right[:, 3], rho)]
+            outer = torch.stack([z, r, g, p])
+            right = torch.where((valid & forward).view(1, -1, 1), outer, right)
+            left = torch.where((valid & ~forward).view(1, -1, 1), outer, left)
+            checks = [(left[3], right[3], rho)]
             if j >= 1:
                 # old trajectory plus the sub-tree's first leaf; old near end plus the sub-tree
                 checks.append((p_far, first_p, rho - sub_rho + first_r))

@@ -393,10 +393,42 @@ class BNNPotential(ModelPotential):
             for name, fn in self._fns.items()
             if (params := _scalar_normal_params(fn)) is not None
         }
+        # LogNormal sites with one loc and scale (e.g. a noise-scale prior), reached from z by
+        # v = exp(u): log p(v) + log|dv/du| is the Normal(loc, scale) log-density of u (the
+        # Jacobian cancels the 1/v), so they join the sum of squares below
+        self._lognormal = {
+            name: params
+            for name, fn in self._fns.items()
+            if name not in self._scalar_normal
+            and (params := _scalar_lognormal_params(fn)) is not None
+        }
+        # these prior terms as one vector op over z: 0.5 |prec^½ (z - loc)|² + const
+        prec = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        loc = torch.zeros_like(prec)
+        const = 0.0
+        for site in self.sites:
+            params = self._scalar_normal.get(site.name) or self._lognormal.get(site.name)
+            if params is not None:
+                mean, scale = params
+                prec[site.offset : site.offset + site.numel] = 1.0 / scale**2
+                loc[site.offset : site.offset + site.numel] = mean
+                const += site.numel * (math.log(scale) + _HALF_LOG_2PI)
+        self._closed_form_prior = bool(self._scalar_normal or self._lognormal)
+        self._prior_prec = prec
+        self._prior_loc = loc if bool((loc != 0).any()) else None
+        self._prior_const = const
         self._weights = set(bnn.site_names)
+        # a plain MLP (nn.Sequential of Linear layers and elementwise activations, every
+        # parameter random) runs as batched matmuls over chains: no functional_call, no vmap
+        self._mlp = _mlp_layers(bnn.net, self._weights)
         likelihood = bnn.likelihood
         likelihood.check_targets(data[1], trace.nodes["_RETURN"]["value"])
         self._likelihood = likelihood
+        from bayesdl.likelihoods import GaussianLikelihood
+
+        # its Normal log-density written out: no distribution object (argument validation,
+        # broadcasting) per evaluation
+        self._gaussian = type(likelihood) is GaussianLikelihood
 
     def _value(self, z: Tensor, batch: Batch | None) -> Tensor:
         return self._value_parts(z, batch, scalar_normal_priors=True)
@@ -405,44 +437,45 @@ class BNNPotential(ModelPotential):
         """``U(z)`` ``[C]`` and ``∇U(z)`` ``[C, D]``, both detached.
 
         Autograd runs through the network and the likelihood; the scalar-Normal prior terms
-        (``|w - loc|² / (2 scale²)``, gradient ``(w - loc) / scale²``) are added in closed form
-        afterwards, one pass over the weights each instead of a graph.
+        (``|w - loc|² / (2 scale²)``, gradient ``(w - loc) / scale²``; a scalar LogNormal site
+        is the same in its unconstrained value) are added in closed form afterwards, one
+        vector pass over ``z`` instead of a graph.
         """
-        if not self._scalar_normal:
+        if not self._closed_form_prior:
             return super().value_and_grad(z, batch)
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             u = self._value_parts(z, batch, scalar_normal_priors=False)
             (g,) = torch.autograd.grad(u.sum(), z)
-        z, u = z.detach(), u.detach()
-        for s in self.sites:
-            normal = self._scalar_normal.get(s.name)
-            if normal is None:
-                continue
-            loc, scale = normal
-            w = z[:, s.offset : s.offset + s.numel]
-            d = w if loc == 0.0 else w - loc
-            u = u + torch.linalg.vecdot(d, d) * (0.5 / scale**2)
-            u = u + s.numel * (math.log(scale) + _HALF_LOG_2PI)
-            g[:, s.offset : s.offset + s.numel].add_(d, alpha=1.0 / scale**2)
-        return u, g
+        prec_d, d = self._prior_terms(z.detach())
+        u = torch.add(u.detach() + self._prior_const, torch.linalg.vecdot(prec_d, d), alpha=0.5)
+        return u, g.add_(prec_d)
+
+    def _prior_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``prec * (z - loc)`` and ``z - loc`` over the scalar-Normal coordinates (``prec`` is 0
+        elsewhere), ``[C, D]`` each."""
+        prec, loc = self._prior_prec, self._prior_loc
+        if prec.dtype != z.dtype or prec.device != z.device:
+            prec = prec.to(z)
+            loc = None if loc is None else loc.to(z)
+        d = z if loc is None else z - loc
+        return prec * d, d
 
     def _value_parts(self, z: Tensor, batch: Batch | None, *, scalar_normal_priors: bool) -> Tensor:
         x, y = self.data if batch is None else tuple(batch)
         c = z.shape[0]
         pad = self.max_plate_nesting
         log_p = z.new_zeros(c)
+        if scalar_normal_priors and self._closed_form_prior:
+            prec_d, d = self._prior_terms(z)
+            log_p = torch.sub(log_p - self._prior_const, torch.linalg.vecdot(prec_d, d), alpha=0.5)
         weights: dict[str, Tensor] = {}
         latents: dict[str, Tensor] = {}
         for s, u in zip(self.sites, self._split(z), strict=True):
-            normal = self._scalar_normal.get(s.name)
-            if normal is not None:  # identity transform (real support)
+            if s.name in self._scalar_normal:  # identity transform (real support)
                 v = u
-                if scalar_normal_priors:
-                    loc, scale = normal
-                    d = v.reshape(c, -1) if loc == 0.0 else v.reshape(c, -1) - loc
-                    log_p = log_p - torch.linalg.vecdot(d, d) * (0.5 / scale**2)
-                    log_p = log_p - s.numel * (math.log(scale) + _HALF_LOG_2PI)
+            elif s.name in self._lognormal:  # its prior term is in the sum of squares
+                v = u.exp()
             else:
                 v = s.transform(u)
                 ladj = s.transform.log_abs_det_jacobian(u, v)
@@ -452,18 +485,107 @@ class BNNPotential(ModelPotential):
                 weights[s.name] = v
             else:
                 latents[s.name] = v.reshape(c, *([1] * (pad - s.batch_rank)), *s.shape)
-        if c == 1:
+        if self._mlp is not None and x.dim() == 2:
+            f = _mlp_forward(self._mlp, weights, x)
+        elif c == 1:
             f = self.bnn.forward_with({k: v[0] for k, v in weights.items()}, x).unsqueeze(0)
         else:
             f = self.bnn.forward_with(weights, x)
         n = self._likelihood.dataset_size
         b = f.shape[1]
         scale = 1.0 if n is None else n / b
-        ll = self._likelihood.distribution(f, latents).log_prob(y)
-        return -(log_p + scale * ll.reshape(c, -1).sum(-1))
+        if self._gaussian:
+            ll = _gaussian_log_prob(self._likelihood, f, latents, y)
+        else:
+            ll = self._likelihood.distribution(f, latents).log_prob(y).reshape(c, -1).sum(-1)
+        return -(log_p + scale * ll)
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _gaussian_log_prob(likelihood: Any, f: Tensor, latents: dict[str, Tensor], y: Tensor) -> Tensor:
+    """``GaussianLikelihood.distribution(f, latents).log_prob(y)`` summed per chain ``[C]``,
+    without building the distribution (same ``loc`` / ``scale`` layout). With one noise scale
+    per chain (a ``scale_prior`` site, or a fixed scale) it is
+    ``-|y - f|² / (2 σ²) - n (log σ + log(2π) / 2)``: two passes over the outputs."""
+    c = f.shape[0]
+    scale = likelihood.noise_scale(latents, f)
+    loc = f.squeeze(-1) if f.shape[-1] == 1 else f
+    if scale.numel() in (1, c):
+        sigma = scale.reshape(-1)  # [C] or [1]
+        r = (y - loc).reshape(c, -1)
+        count = r.shape[-1]
+        return torch.linalg.vecdot(r, r) * (-0.5 / sigma**2) - count * (sigma.log() + _HALF_LOG_2PI)
+    if f.shape[-1] != 1 and scale.dim():
+        scale = scale.unsqueeze(-1)
+    r = (y - loc) / scale
+    return (-0.5 * r * r - scale.log() - _HALF_LOG_2PI).reshape(c, -1).sum(-1)
+
+
+# elementwise activations the MLP fast path evaluates directly (default arguments only)
+_ACTIVATIONS: dict[type, Callable[[Tensor], Tensor]] = {
+    torch.nn.Tanh: torch.tanh,
+    torch.nn.ReLU: torch.relu,
+    torch.nn.Sigmoid: torch.sigmoid,
+    torch.nn.SiLU: torch.nn.functional.silu,
+}
+
+_MLPLayer = tuple[str, str | None, Callable[[Tensor], Tensor] | None]
+
+
+def _mlp_layers(net: Any, random: set[str]) -> list[_MLPLayer] | None:
+    """``[(weight site, bias site or None, activation or None), ...]`` when ``net`` is exactly an
+    ``nn.Sequential`` of ``nn.Linear`` (all parameters random) and default-argument elementwise
+    activations / ``nn.Identity`` with no hooks, else ``None``."""
+    if type(net) is not torch.nn.Sequential:
+        return None
+    layers: list[_MLPLayer] = []
+    names: set[str] = set()
+    for name, module in net.named_children():
+        if module._forward_hooks or module._forward_pre_hooks:
+            return None
+        kind = type(module)
+        if kind is torch.nn.Identity:
+            continue
+        if kind is torch.nn.Linear:
+            bias = f"{name}.bias" if module.bias is not None else None
+            layers.append((f"{name}.weight", bias, None))
+            names.update(n for n in (f"{name}.weight", bias) if n is not None)
+        elif kind in _ACTIVATIONS and layers and layers[-1][2] is None:
+            w, b, _ = layers[-1]
+            layers[-1] = (w, b, _ACTIVATIONS[kind])
+        else:
+            return None
+    if not layers or names != random or net._forward_hooks or net._forward_pre_hooks:
+        return None
+    return layers
+
+
+def _mlp_forward(layers: list[_MLPLayer], weights: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """Outputs ``[C, B, out]`` of the MLP at per-chain weights ``{name: [C, *shape]}`` and
+    shared inputs ``x [B, in]``: ``h <- act(h W^T + b)`` as batched matmuls."""
+    h = x
+    for weight, bias, activation in layers:
+        h = torch.matmul(h, weights[weight].transpose(-1, -2))
+        if bias is not None:
+            h = h + weights[bias].unsqueeze(-2)
+        if activation is not None:
+            h = activation(h)
+    return h
+
+
+def _scalar_lognormal_params(fn: Any) -> tuple[float, float] | None:
+    """``(loc, scale)`` of a (possibly ``Independent``) LogNormal with a single loc and scale
+    and no gradient through them (its support maps to ``z`` by ``exp``), else ``None``."""
+    base = fn
+    while isinstance(base, (dist.Independent, torch.distributions.Independent)):
+        base = base.base_dist
+    if type(base) not in (dist.LogNormal, torch.distributions.LogNormal):
+        return None
+    if not isinstance(biject_to(base.support), torch.distributions.transforms.ExpTransform):
+        return None
+    return _scalar_normal_params(dist.Normal(base.loc, base.scale))
 
 
 def _scalar_normal_params(fn: Any) -> tuple[float, float] | None:

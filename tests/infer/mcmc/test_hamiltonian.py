@@ -84,6 +84,9 @@ def test_bad_arguments(cls, kwargs, error, match):
         (lambda: HMC(num_steps=0), ValueError, "num_steps"),
         (lambda: HMC(trajectory_length=0.0), ValueError, "trajectory_length"),
         (lambda: HMC(max_num_steps=0), ValueError, "max_num_steps"),
+        (lambda: HMC(jitter=1.0), ValueError, "jitter"),
+        (lambda: HMC(jitter=-0.1), ValueError, "jitter"),
+        (lambda: HMC(jitter="x"), TypeError, "jitter"),
         (lambda: NUTS(model=3), TypeError, "model"),
     ],
 )
@@ -164,6 +167,9 @@ def test_correlated_gaussian(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_correlated_gaussian_long(name):
+    # with a fixed integration time (HMC(jitter=0)) this run fails: one chain's adapted mass
+    # matrix puts the widest direction near a half period, its draws nearly mirror each other and
+    # its variance comes out 3.5x too large; the default jitter of the integration time fixes it
     target, result = _gaussian_run(name, num_chains=8, warmup=500, samples=2000, seed=2)
     assert_mean_and_variance(result.z, target.mean, target.cov, z=Z)
     assert_moments(result, target.mean, target.cov, z=Z)

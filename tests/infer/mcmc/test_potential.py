@@ -26,6 +26,9 @@ def _bnn(prior, likelihood):
     if likelihood == "cat":
         lik = CategoricalLikelihood(40)
         y = torch.randint(0, 2, (40,))
+    elif likelihood == "gauss_fixed_scale":
+        lik = GaussianLikelihood(40, scale=0.7)
+        y = torch.randn(40, dtype=torch.float64)
     else:
         lik = GaussianLikelihood(40, scale_prior=dist.LogNormal(-1.0, 1.0))
         y = torch.randn(40, dtype=torch.float64)
@@ -33,7 +36,7 @@ def _bnn(prior, likelihood):
     return bnn, (torch.randn(40, 3, dtype=torch.float64), y)
 
 
-@pytest.mark.parametrize("likelihood", ["cat", "gauss_scale_prior"])
+@pytest.mark.parametrize("likelihood", ["cat", "gauss_scale_prior", "gauss_fixed_scale"])
 @pytest.mark.parametrize("prior", list(PRIORS))
 @pytest.mark.parametrize("num_chains", [1, 3])
 def test_bnn_potential_equals_model_potential(prior, likelihood, num_chains):

@@ -1,0 +1,154 @@
+"""Opt-in ``torch.compile`` for the Hamiltonian kernels' inner loop.
+
+A :class:`CompiledStep` wraps a pure tensor function (one leapfrog step plus its bookkeeping,
+with the potential's value and gradient taken by ``torch.func.grad_and_value`` so that the
+forward and backward passes are traced into the same graph) and compiles it with inductor
+for fixed shapes. Each wrapper owns a fresh code object, so its compiled graphs (one per chain
+count, dimension, dtype and device) neither evict nor count against the graphs of other
+kernels or potentials in the process. The time spent compiling (the first call for each new
+signature) is accumulated in :attr:`CompiledStep.compile_time_s`, to be reported apart from
+the sampling time, as NumPyro reports its JIT time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import types
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: accepted values of the ``compile`` argument of the Hamiltonian kernels
+COMPILE_MODES = (False, True, "auto")
+
+
+def check_compile(value: Any) -> bool | str:
+    """Validate the ``compile`` argument: ``False``, ``True`` or ``"auto"``."""
+    if value is False or value is True or value == "auto":
+        return value
+    raise ValueError(f"compile must be False, True or 'auto', got {value!r}")
+
+
+def compile_unavailable_reason(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot work here (``None`` when it should)."""
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile (needs torch >= 2.0)"
+    if device.type == "cpu":
+        candidates = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in candidates):
+            return (
+                "inductor needs a C++ compiler on CPU and none was found (set CXX or install g++)"
+            )
+    return None
+
+
+def functional_value_and_grad(potential: Any) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
+    """``(z, batch) -> (U [C], ∇U [C, D])`` by ``torch.func.grad_and_value`` of the potential's
+    ``_value``: traceable by ``torch.compile`` (no ``autograd.grad`` call, no ``.detach()``)."""
+
+    def total(z: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
+        u = potential._value(z, batch)
+        return u.sum(), u
+
+    grad_and_value = torch.func.grad_and_value(total, has_aux=True)
+
+    def value_and_grad(z: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
+        g, (_, u) = grad_and_value(z, batch)
+        return u, g
+
+    return value_and_grad
+
+
+def _frames_compiled() -> int:
+    """How many frames dynamo has compiled in this process (it bumps this on every compile and
+    recompile, so a change across a call means the call compiled)."""
+    from torch._dynamo.utils import counters
+
+    return counters["frames"]["total"]
+
+
+class CompiledStep:
+    """``fn`` compiled by ``torch.compile(dynamic=False)``, with compile-time accounting and
+    an eager fallback.
+
+    Args:
+        fn: the eager function (positional arguments only).
+        mode: ``True`` (a failed compilation raises :class:`RuntimeError`) or ``"auto"`` (it
+            warns once and runs ``fn`` eagerly from then on).
+        what: what is compiled, for messages.
+        device: where it runs (to check that a compiler exists).
+
+    Raises:
+        RuntimeError: ``mode=True`` and ``torch.compile`` is unavailable here.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, mode: bool | str, what: str, device: Any):
+        self.fn = fn
+        self.mode = mode
+        self.what = what
+        self.compile_time_s = 0.0
+        self.num_compiles = 0
+        reason = compile_unavailable_reason(torch.device(device))
+        self.eager = reason is not None
+        if reason is not None:
+            if mode is True:
+                raise RuntimeError(
+                    f"compile=True but torch.compile is unavailable: {reason}; pass "
+                    "compile=False (eager) or compile='auto' (compile when possible)"
+                )
+            warnings.warn(
+                f"compile='auto': {reason}; running eagerly", RuntimeWarning, stacklevel=3
+            )
+            self._compiled = fn
+            return
+        # a fresh code object: this wrapper's graphs get their own dynamo cache (and recompile
+        # budget) instead of sharing the one of fn's code with every other kernel
+        code = fn.__code__.replace()
+        fresh = types.FunctionType(
+            code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+        )
+        t0 = time.perf_counter()  # the first torch.compile of a process imports inductor
+        self._compiled = torch.compile(fresh, dynamic=False)
+        self.compile_time_s += time.perf_counter() - t0
+
+    def __call__(self, *args: Any) -> Any:
+        if self.eager:
+            return self.fn(*args)
+        before = _frames_compiled()
+        t0 = time.perf_counter()
+        try:
+            out = self._compiled(*args)
+        except Exception as error:  # noqa: BLE001 -- any compiler failure
+            if self.mode is True:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise RuntimeError(
+                    f"torch.compile of {self.what} failed ({type(error).__name__}: {first}); "
+                    "pass compile=False (eager) or compile='auto' (fall back to eager)"
+                ) from error
+            warnings.warn(
+                f"compile='auto': torch.compile of {self.what} failed "
+                f"({type(error).__name__}); running eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.eager = True
+            return self.fn(*args)
+        compiled = _frames_compiled() - before
+        if compiled:  # this call traced and compiled a graph (new shapes, strides or dtype)
+            self.compile_time_s += time.perf_counter() - t0
+            self.num_compiles += compiled
+        return out
+
+
+__all__ = [
+    "COMPILE_MODES",
+    "CompiledStep",
+    "check_compile",
+    "compile_unavailable_reason",
+    "functional_value_and_grad",
+]

@@ -1,0 +1,161 @@
+"""``compile=`` of HMC and NUTS: argument checks, the fallback when ``torch.compile`` is
+unavailable or fails, and compiled draws equal to eager ones up to round-off.
+
+Tolerances: the compiled step computes the same float64 expressions as the eager one, but
+inductor may fuse and reorder them (a different summation order in the dot products and the
+network's reductions), so values differ by a few ulps per leapfrog step. Over the few dozen
+steps of these short runs on well-conditioned targets that stays far below ``1e-9``; a
+discrete decision (U-turn, multinomial choice, Metropolis test) flipping on such a
+difference is a probability-~1e-12 event per decision.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from bayesdl.infer.mcmc import (
+    HMC,
+    NUTS,
+    BNNPotential,
+    ChainRNG,
+    FunctionPotential,
+    _compile,
+    sample,
+)
+
+KERNELS = {
+    "nuts": lambda **kw: NUTS(max_tree_depth=5, **kw),
+    "hmc": lambda **kw: HMC(num_steps=7, **kw),
+}
+# a correlated Gaussian in 3 dimensions, float64
+_PRECISION = torch.tensor(
+    [[2.0, 0.6, 0.0], [0.6, 1.0, -0.3], [0.0, -0.3, 0.5]], dtype=torch.float64
+)
+
+
+def _gaussian() -> FunctionPotential:
+    potential = FunctionPotential(lambda z: 0.5 * ((z @ _PRECISION) * z).sum(-1), dim=3)
+    potential.dtype = torch.float64  # the runner's chains follow it
+    return potential
+
+
+def _run(kernel, potential=None, *, num_chains: int = 2, seed: int = 3):
+    potential = _gaussian() if potential is None else potential
+    return sample(
+        potential,
+        kernel,
+        num_samples=6,
+        warmup=6,
+        num_chains=num_chains,
+        seed=seed,
+        progress=False,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+@pytest.mark.parametrize("value", ["yes", 1, None, "True"])
+def test_compile_argument_is_checked(name, value):
+    with pytest.raises(ValueError, match="compile must be False, True or 'auto'"):
+        KERNELS[name](compile=value)
+
+
+def _no_compiler(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(_compile.shutil, "which", lambda name: None)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_compile_true_without_a_compiler_is_a_clear_error(name, monkeypatch):
+    _no_compiler(monkeypatch)
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler.*compile=False"):
+        _run(KERNELS[name](compile=True))
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_compile_auto_without_a_compiler_runs_eagerly(name, monkeypatch):
+    eager = _run(KERNELS[name]())
+    _no_compiler(monkeypatch)
+    kernel = KERNELS[name](compile="auto")
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ compiler.*running eagerly"):
+        auto = _run(kernel)
+    # the very same eager computation: equal bit for bit
+    assert torch.equal(auto.z, eager.z)
+    assert kernel.compile_time_s == 0.0
+
+
+def _failing_compile(fn, **kwargs):
+    def compiled(*args):
+        raise RuntimeError("inductor exploded")
+
+    return compiled
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_a_failed_compilation(name, monkeypatch):
+    eager = _run(KERNELS[name]())
+    monkeypatch.setattr(_compile.torch, "compile", _failing_compile)
+    with pytest.raises(RuntimeError, match="inductor exploded.*compile=False"):
+        _run(KERNELS[name](compile=True))
+    kernel = KERNELS[name](compile="auto")
+    with pytest.warns(RuntimeWarning, match="failed.*running eagerly"):
+        auto = _run(kernel)
+    assert torch.equal(auto.z, eager.z)
+    # a kernel that holds a compiled step still pickles (the step is dropped, rebuilt on use)
+    clone = pickle.loads(pickle.dumps(kernel))
+    assert clone._compiled is None and clone.compile == "auto"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_compiled_draws_equal_eager_draws(name):
+    eager_kernel, compiled_kernel = KERNELS[name](), KERNELS[name](compile=True)
+    eager = _run(eager_kernel)
+    compiled = _run(compiled_kernel)
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    for key in ("num_steps", "diverging"):
+        assert torch.equal(compiled.sample_stats[key], eager.sample_stats[key])
+    assert eager_kernel.compile_time_s == 0.0
+    assert compiled_kernel.compile_time_s > 0.0
+    step = compiled_kernel._compiled[-1]
+    compiles = step.num_compiles
+    # one shape: a handful of graphs (inductor's output strides differ from fresh tensors'),
+    # then no recompilation however long the run
+    assert 1 <= compiles <= 4
+    _run(compiled_kernel, seed=4)
+    assert step.num_compiles == compiles
+
+
+@pytest.mark.slow
+def test_compiled_nuts_on_a_bnn_potential_matches_eager():
+    from bayesdl.likelihoods import GaussianLikelihood
+    from bayesdl.nn import BNN
+    from bayesdl.priors import IIDPrior
+
+    torch.manual_seed(0)
+    x = torch.randn(30, 2, dtype=torch.float64)
+    y = torch.sin(x[:, 0]) + 0.1 * torch.randn(30, dtype=torch.float64)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    noise = dist.LogNormal(torch.tensor(-1.0, dtype=torch.float64), 1.0)
+    bnn = BNN(
+        net.double(),
+        IIDPrior(dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)),
+        GaussianLikelihood(30, scale_prior=noise),
+    )
+    potential = BNNPotential(bnn, (x, y))
+    eager = _run(NUTS(max_tree_depth=4), potential)
+    compiled = _run(NUTS(max_tree_depth=4, compile=True), potential)
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+
+
+def test_eager_chain_rng_unaffected_by_compile_flag():
+    """``compile=False`` is the default and takes the eager path (no compiled step built)."""
+    kernel = NUTS(max_tree_depth=3)
+    potential = _gaussian()
+    rng = ChainRNG.from_seed(0, 2)
+    state = kernel.init_state(torch.zeros(2, 3, dtype=torch.float64), potential, rng, num_warmup=0)
+    kernel.step(state, potential, rng, iteration=0, num_warmup=0)
+    assert kernel.compile is False and kernel._compiled is None
