@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from bayesdl._validation import check_positive, check_positive_int
 from bayesdl.infer._local_terms import LocalTerms
 from bayesdl.vae.pixel_likelihood import PixelLikelihood
+from bayesdl.vae.vae import _data_plate
 
 __all__ = ["GPVAEGuide"]
 
@@ -317,14 +318,7 @@ class _GPSequenceVAE(nn.Module):
 
     def plate(self, x: Tensor) -> pyro.plate:
         """The data plate of a minibatch ``x`` (size ``N``, subsample ``arange(B)``)."""
-        b = int(x.shape[0])
-        n = b if self.dataset_size is None else self.dataset_size
-        if b > n:
-            raise ValueError(
-                f"the minibatch has {b} sequences but dataset_size={n}; pass the number of "
-                "training sequences as dataset_size"
-            )
-        return pyro.plate("data", n, subsample=torch.arange(b, device=x.device), dim=-1)
+        return _data_plate(x, self.dataset_size, "sequences")
 
     # ------------------------------------------------------------------ subclass hooks
     def prior(self, times: Tensor) -> TorchDistribution:

@@ -48,6 +48,20 @@ def _trainable(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
+def _data_plate(x: Tensor, dataset_size: int | None, unit: str) -> pyro.plate:
+    """``pyro.plate("data", N, subsample=arange(B))`` for a minibatch ``x [B, ...]`` of a data
+    set of ``dataset_size`` ``unit`` (``N = B`` when ``None``); a batch larger than ``N`` is an
+    error, since the plate would scale its likelihood by ``N / B < 1``."""
+    b = int(x.shape[0])
+    n = b if dataset_size is None else dataset_size
+    if b > n:
+        raise ValueError(
+            f"the minibatch has {b} {unit} but dataset_size={n}; pass the number of training "
+            f"{unit} as dataset_size"
+        )
+    return pyro.plate("data", n, subsample=torch.arange(b, device=x.device), dim=-1)
+
+
 class VAE(nn.Module):
     """A variational autoencoder: ``z ~ N(0, I)``, ``x ~ p(x | decoder(z))``, ``q(z | x)`` Gaussian.
 
@@ -216,14 +230,7 @@ class VAE(nn.Module):
 
     def plate(self, x: Tensor) -> pyro.plate:
         """The data plate of a minibatch ``x`` (size ``N``, subsample ``arange(B)``)."""
-        b = int(x.shape[0])
-        n = b if self.dataset_size is None else self.dataset_size
-        if b > n:
-            raise ValueError(
-                f"the minibatch has {b} points but dataset_size={n}; pass the number of training "
-                "points as dataset_size"
-            )
-        return pyro.plate("data", n, subsample=torch.arange(b, device=x.device), dim=-1)
+        return _data_plate(x, self.dataset_size, "points")
 
     # ------------------------------------------------------------------ Pyro model
     def forward(self, x: Tensor) -> Tensor:
