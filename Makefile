@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bnn_svi_step.py
 	$(BIN)/python benchmarks/sghmc_step.py
 	# NumPyro is optional: without it nuts_bnn.py reports its ratio as null
-	-$(BIN)/pip install -q '.[bench]'
+	-$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/nuts_bnn.py
 
 docs: $(STAMP)

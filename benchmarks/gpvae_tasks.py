@@ -7,26 +7,26 @@ Three experiments on the generated sequence data of :mod:`bayesdl.data.sequences
    ``MarkovianGPVAE`` (Kalman-smoothed pseudo-observation posterior), all with 2 latent
    channels, Bernoulli pixels and the same encoder/decoder widths (one hidden layer of 256),
    are trained by ``bayesdl.infer.fit`` (200 training videos, 60 epochs of 10 minibatches of
-   20 videos = 600 frames, Adam lr 3e-3); the GP-VAEs use the same fixed Matérn-3/2 prior
-   (lengthscale 5 frames; the paths are squared-exponential with lengthscale 5). All three
-   get the same initialisation (:func:`_init_ball`): decoder output bias ``logit(mean
-   pixel)`` and encoder variance heads giving an initial per-frame posterior standard
-   deviation of 0.1. Without it nothing is learned at this budget (all three models near
-   0.75-0.8): with a zero output bias every pixel starts at probability 0.5 although 97% of
-   them are background, and the banded posterior starts wider (sd 1.44) than the prior.
-   Score: the posterior-mean latent path of held-out videos is mapped to the true path by
-   one least-squares affine map (fit on all held-out frames); reported is the RMSE of the
-   aligned path in units of the true path's standard deviation (0 = perfect, about 1 = no
+   20 videos = 600 frames, Adam lr 3e-3), each with 5 training seeds (initialisation and
+   minibatch order; ``--ball-seeds``). The GP-VAEs use the same fixed Matérn-3/2 prior
+   (lengthscale 5 frames; the paths are squared-exponential with lengthscale 5) and the same
+   frame-wise encoder (``--ball-window 1``, as in Zhu et al.: time enters only through the
+   prior; ``--ball-window 3`` gives both a 3-frame temporal convolution, as in Fortuin et
+   al.). Initialisation (:func:`_init_ball`): decoder output bias ``logit(mean pixel)``, and
+   encoder variance heads giving a narrow initial posterior (VAE, banded GP-VAE) or unit
+   pseudo-observation variances (Markovian GP-VAE). Without it nothing is learned at this
+   budget. Score: the posterior-mean latent path of held-out videos is mapped to the true
+   path by one least-squares affine map (fit on all held-out frames); reported is the RMSE of
+   the aligned path in units of the true path's standard deviation (0 = perfect, about 1 = no
    information; a ``metric_check`` line gives the score of the true path and of white
-   noise). Each model's line also gives ``knn_error``, a nonlinear probe (10-nearest-
-   neighbour regression from latents to positions across held-out videos): a small
-   ``knn_error`` with a large ``aligned_error`` means the latents locate the ball but are a
-   warped, not an affine, image of its path. Expected (Pearce 2020): the VAE much worse, the
-   two GP-VAEs close. Measured (benchmarks/README.md): banded GP-VAE best, then the VAE, then
-   the Markovian GP-VAE, which (like a dense ``GPVAE(posterior="pseudo")`` with the same
-   pseudo-observation posterior) settles in a warped solution with a worse ELBO than the
-   banded GP-VAE's, also after 2000 steps: an optimisation problem of that posterior
-   parameterisation at this budget, not a numerical one.
+   noise), per seed and as the median over seeds. Each model's line also gives
+   ``knn_error``, a nonlinear probe (10-nearest-neighbour regression from latents to
+   positions across held-out videos): a small ``knn_error`` with a large ``aligned_error``
+   means the latents locate the ball but are a warped, not an affine, image of its path.
+   Expected (Pearce 2020): the VAE much worse, the two GP-VAEs close. At this budget some
+   seeds of either GP-VAE end in such a warped solution (aligned error 0.4-0.7, with a worse
+   ELBO), mostly the same seeds for both; 150 epochs instead of 60 did not rescue them, which
+   is why the score is a median over seeds.
 2. **Healing-Fashion-MNIST imputation** (as HMNIST in Fortuin et al., Table 1): 10-frame
    rotating, binarised sequences with 60% of pixels missing at random. Scores: MSE between
    the imputed and the true pixels over the *missing* pixels of held-out sequences, for
@@ -34,7 +34,9 @@ Three experiments on the generated sequence data of :mod:`bayesdl.data.sequences
    zero-filled frames as if complete (Fortuin et al.'s "VAE" baseline; it reconstructs each
    frame, missing pixels included) and mean imputation (per-pixel mean of the observed
    training pixels). The paper's ordering is GP-VAE < mean < VAE. Imputations are Bernoulli
-   probabilities (not rounded). Budget: 3000 training and 500 test sequences, 16 latent
+   probabilities (not rounded). The summary says whether the GP-VAE is below both baselines
+   (``gpvae_below_vae_and_mean``) and whether mean imputation is below the VAE
+   (``mean_below_vae``; true in the paper, which trained far longer). Budget: 3000 training and 500 test sequences, 16 latent
    channels, MLP widths 256-256, 10 epochs, batch 64 sequences (640 frames for the VAE),
    Adam lr 1e-3; GP-VAE with the banded posterior, Matérn-3/2 lengthscale 2 (fixed), beta 0.8
    (the paper's HMNIST setting, which used 256 latents and all 60,000 sequences).
@@ -51,7 +53,7 @@ Output: JSON lines per model / length, then a final line with ``moving_ball_erro
 
 Usage::
 
-    python benchmarks/gpvae_tasks.py            # about 10 minutes on one CPU core
+    python benchmarks/gpvae_tasks.py            # about 20 minutes on one CPU core
     python benchmarks/gpvae_tasks.py --quick    # smoke run (< 1 minute)
 """
 
@@ -89,8 +91,7 @@ def _sequence_model(kind: str, frame: int, hidden: list[int], latent: int, n: in
                     window: int = 3, seed: int = 0):  # fmt: skip
     torch.manual_seed(seed)
     heads = 3 if kind == "gpvae" else 2
-    enc = SequenceEncoder(frame, hidden, latent, num_heads=heads,
-                          window=window if kind == "gpvae" else 1)  # fmt: skip
+    enc = SequenceEncoder(frame, hidden, latent, num_heads=heads, window=window)
     dec = MLPDecoder(latent, hidden[::-1], frame, activation=nn.ReLU)
     kernel = _frozen_kernel(latent, lengthscale)
     if kind == "gpvae":
@@ -106,10 +107,11 @@ def _frame_vae(frame: int, hidden: list[int], latent: int, n: int, seed: int = 0
     return VAE(enc, dec, latent, "bernoulli", dataset_size=n)
 
 
-def _train(model, data: tuple[Tensor, ...], epochs: int, batch: int, lr: float) -> dict:
+def _train(model, data: tuple[Tensor, ...], epochs: int, batch: int, lr: float,
+           seed: int = 0) -> dict:  # fmt: skip
     t0 = time.perf_counter()
     result = fit(model, model.guide, data, num_epochs=epochs, batch_size=batch,
-                 loss=LocalELBO(analytic_kl=True), lr=lr, seed=0, progress=False)  # fmt: skip
+                 loss=LocalELBO(analytic_kl=True), lr=lr, seed=seed, progress=False)  # fmt: skip
     n = data[0].shape[0]
     return {
         "seconds": round(time.perf_counter() - t0, 1),
@@ -119,18 +121,23 @@ def _train(model, data: tuple[Tensor, ...], epochs: int, batch: int, lr: float) 
 
 
 def _init_ball(model, kind: str, x_train: Tensor, posterior_sd: float = 0.1) -> None:
-    """The same initialisation for every moving-ball model (the fix for issue 7).
+    """The initialisation of every moving-ball model (without it nothing is learned).
 
     * Decoder output bias ``= logit(mean training pixel)`` (Burda et al.'s initialisation).
       With the default zero bias every pixel starts at probability 0.5 although 97% of the
       pixels are background; the first few hundred Adam steps then go into learning the
       background, and the latents end up (nearly) unused or scrambled.
-    * Encoder variance heads biased so that each frame's initial posterior standard deviation
-      is about ``posterior_sd`` (0.1, against the prior's 1): the VAE's scale ``softplus(b) =
-      0.1``, the banded GP-VAE's precision-factor diagonal ``softplus(b) = 1 / 0.1``, the
-      Markovian GP-VAE's pseudo-observation variance ``softplus(b) = 0.1^2``. With zero biases
-      the banded posterior starts with a standard deviation of ``1 / softplus(0) = 1.44``,
-      wider than the prior, so ``z`` carries almost no signal to the decoder at first.
+    * Encoder variance heads biased so that each frame's initial posterior is narrow but
+      not a point: the VAE's scale ``softplus(b) = posterior_sd`` and the banded GP-VAE's
+      precision-factor diagonal ``softplus(b) = 1 / posterior_sd``. With zero biases the
+      banded posterior starts with a standard deviation of ``1 / softplus(0) = 1.44``, wider
+      than the prior, so ``z`` carries almost no signal to the decoder at first.
+    * The Markovian GP-VAE's pseudo-observation variances start at the prior variance (1):
+      they are observation noise, not a posterior width, and the smoother combines each
+      frame's pseudo-observation with its neighbours'. Starting them at ``posterior_sd**2 =
+      0.01`` (as the other two) makes ``softplus`` sit at its flat end (slope 0.01), so the
+      variances barely move and q(z) follows the frame-wise encoder; on seed 0 this gave an
+      aligned error of 0.65, against 0.20 with variance 1 (0.63 with 0.09).
     """
     model.decoder.init_output_bias(x_train.reshape(-1, x_train.shape[-1]).mean(0))
     if kind == "vae":
@@ -138,7 +145,7 @@ def _init_ball(model, kind: str, x_train: Tensor, posterior_sd: float = 0.1) -> 
     elif kind == "gpvae":
         head, target = model.encoder.heads[1].bias, 1.0 / posterior_sd
     else:
-        head, target = model.encoder.heads[1].bias, posterior_sd**2
+        head, target = model.encoder.heads[1].bias, 1.0
     with torch.no_grad():
         head.fill_(math.log(math.expm1(target)))  # softplus^-1
 
@@ -175,6 +182,7 @@ def moving_ball_task(args) -> dict:
     n_train, n_test = (16, 8) if q else (200, 100)
     epochs = 1 if q else args.ball_epochs
     hidden = [32] if q else [256]
+    seeds = range(1 if q else args.ball_seeds)
     data = moving_ball(n_train + n_test, seed=0, flatten=True)
     x_tr, x_te = data.x[:n_train], data.x[n_train:]
     true = data.latent[n_train:]
@@ -183,24 +191,34 @@ def moving_ball_task(args) -> dict:
     check = {"true_path": round(aligned_error(true, true), 4),
              "noise": round(aligned_error(noise, true), 4)}  # fmt: skip
     print(json.dumps({"task": "moving_ball", "metric_check": check}), flush=True)
-    out = {}
-    for kind in ("vae", "gpvae", "mgpvae"):
-        if kind == "vae":
-            model = _frame_vae(frame, hidden, 2, n_train * 30)
-            _init_ball(model, kind, x_tr)
-            info = _train(model, (x_tr.reshape(-1, frame),), epochs, 20 * 30, args.ball_lr)
-            with torch.no_grad():
-                pred = model.encode(x_te.reshape(-1, frame))[0].reshape(n_test, 30, 2)
-        else:
-            model = _sequence_model(kind, frame, hidden, 2, n_train, lengthscale=5.0)
-            _init_ball(model, kind, x_tr)
-            info = _train(model, (x_tr,), epochs, 20, args.ball_lr)
-            pred = model.posterior_mean(x_te)
-        err = aligned_error(pred, true)
-        out[kind] = round(err, 4)
-        print(json.dumps({"task": "moving_ball", "model": kind, "aligned_error": round(err, 4),
-                          "knn_error": round(knn_error(pred, true), 4), **info}),
-              flush=True)  # fmt: skip
+    errors: dict[str, list[float]] = {"vae": [], "gpvae": [], "mgpvae": []}
+    for seed in seeds:
+        for kind in errors:
+            if kind == "vae":
+                model = _frame_vae(frame, hidden, 2, n_train * 30, seed=seed)
+                _init_ball(model, kind, x_tr)
+                info = _train(model, (x_tr.reshape(-1, frame),), epochs, 20 * 30, args.ball_lr,
+                              seed=seed)  # fmt: skip
+                with torch.no_grad():
+                    pred = model.encode(x_te.reshape(-1, frame))[0].reshape(n_test, 30, 2)
+            else:
+                model = _sequence_model(kind, frame, hidden, 2, n_train, lengthscale=5.0,
+                                        window=args.ball_window, seed=seed)  # fmt: skip
+                _init_ball(model, kind, x_tr)
+                info = _train(model, (x_tr,), epochs, 20, args.ball_lr, seed=seed)
+                pred = model.posterior_mean(x_te)
+            err = aligned_error(pred, true)
+            errors[kind].append(round(err, 4))
+            print(json.dumps({"task": "moving_ball", "model": kind, "seed": seed,
+                              "aligned_error": round(err, 4),
+                              "knn_error": round(knn_error(pred, true), 4), **info}),
+                  flush=True)  # fmt: skip
+    out: dict = {}
+    for kind, errs in errors.items():
+        out[kind] = round(statistics.median(errs), 4)
+        print(json.dumps({"task": "moving_ball", "model": kind, "median_aligned_error": out[kind],
+                          "per_seed": errs}), flush=True)  # fmt: skip
+    out["per_seed"] = errors
     return out
 
 
@@ -240,7 +258,10 @@ def hmnist_task(args) -> dict:
     print(json.dumps({"task": "hmnist", "model": "mean", "mse": round(out["mean"], 4)}),
           flush=True)  # fmt: skip
     out = {k: round(v, 4) for k, v in out.items()}
-    out["ordering_gpvae_lt_mean_lt_vae"] = bool(out["gpvae"] < out["mean"] < out["vae"])
+    # the issue's claim: the GP-VAE imputes better than both baselines; Fortuin et al.'s
+    # Table 1 also has mean imputation below the VAE, which these budgets need not reproduce
+    out["gpvae_below_vae_and_mean"] = bool(out["gpvae"] < min(out["vae"], out["mean"]))
+    out["mean_below_vae"] = bool(out["mean"] < out["vae"])
     return out
 
 
@@ -281,6 +302,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks", default="ball,hmnist,timing")
     p.add_argument("--ball-epochs", type=int, default=60)
     p.add_argument("--ball-lr", type=float, default=3e-3)
+    p.add_argument("--ball-seeds", type=int, default=5, help="training seeds per model")
+    p.add_argument(
+        "--ball-window",
+        type=int,
+        default=1,
+        help="frames each GP-VAE encoder sees (both GP-VAEs get the same)",
+    )
     p.add_argument("--hmnist-train", type=int, default=3000)
     p.add_argument("--hmnist-epochs", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny data, one epoch")

@@ -17,6 +17,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+import torch.nn.functional as F
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
@@ -416,6 +417,16 @@ class BNNPotential(ModelPotential):
         self._closed_form_prior = bool(self._scalar_normal or self._lognormal)
         self._prior_prec = prec
         self._prior_loc = loc if bool((loc != 0).any()) else None
+        # one precision for every coordinate and zero locations (an IIDPrior(Normal(0, s))
+        # without other sites): the prior terms are a scalar times z, no [C, D] product
+        self._uniform_prec = (
+            float(prec[0])
+            if self._prior_loc is None
+            and prec.numel()
+            and bool((prec == prec[0]).all())
+            and float(prec[0]) > 0
+            else None
+        )
         self._prior_const = const
         self._weights = set(bnn.site_names)
         # a plain MLP (nn.Sequential of Linear layers and elementwise activations, every
@@ -447,8 +458,13 @@ class BNNPotential(ModelPotential):
             z = z.detach().requires_grad_(True)
             u = self._value_parts(z, batch, scalar_normal_priors=False)
             (g,) = torch.autograd.grad(u.sum(), z)
-        prec_d, d = self._prior_terms(z.detach())
-        u = torch.add(u.detach() + self._prior_const, torch.linalg.vecdot(prec_d, d), alpha=0.5)
+        z = z.detach()
+        if self._uniform_prec is not None:
+            prec = self._uniform_prec
+            u = torch.add(u.detach() + self._prior_const, _rowdot(z, z), alpha=0.5 * prec)
+            return u, g.add_(z, alpha=prec)
+        prec_d, d = self._prior_terms(z)
+        u = torch.add(u.detach() + self._prior_const, _rowdot(prec_d, d), alpha=0.5)
         return u, g.add_(prec_d)
 
     def _prior_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -502,6 +518,12 @@ class BNNPotential(ModelPotential):
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot products ``[C, D] x [C, D] -> [C]`` as one batched matrix product (no
+    ``[C, D]`` temporary, which ``torch.linalg.vecdot`` makes on CPU)."""
+    return torch.matmul(a.unsqueeze(-2), b.unsqueeze(-1)).reshape(a.shape[:-1])
 
 
 def _gaussian_log_prob(likelihood: Any, f: Tensor, latents: dict[str, Tensor], y: Tensor) -> Tensor:
@@ -565,6 +587,17 @@ def _mlp_layers(net: Any, random: set[str]) -> list[_MLPLayer] | None:
 def _mlp_forward(layers: list[_MLPLayer], weights: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """Outputs ``[C, B, out]`` of the MLP at per-chain weights ``{name: [C, *shape]}`` and
     shared inputs ``x [B, in]``: ``h <- act(h W^T + b)`` as batched matmuls."""
+    if x.dim() == 2 and next(iter(weights.values())).shape[0] == 1:
+        # one chain: plain F.linear (one GEMM with the bias fused, weights used in place; the
+        # batched path below would copy each transposed weight matrix for bmm)
+        h = x
+        for weight, bias, activation in layers:
+            # squeeze, not [0]: its backward is a view, where select's fills a zero tensor
+            b = None if bias is None else weights[bias].squeeze(0)
+            h = F.linear(h, weights[weight].squeeze(0), b)
+            if activation is not None:
+                h = activation(h)
+        return h.unsqueeze(0)
     h = x
     for weight, bias, activation in layers:
         h = torch.matmul(h, weights[weight].transpose(-1, -2))

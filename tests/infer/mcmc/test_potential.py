@@ -14,6 +14,8 @@ from bayesdl.priors import IIDPrior, LayerwiseNormalPrior
 
 PRIORS = {
     "iid_normal": lambda: IIDPrior(dist.Normal(0.3, 2.0)),  # scalar-Normal fast path
+    # zero mean, one scale: the prior terms as a scalar times z (no noise-scale site)
+    "iid_normal_zero_mean": lambda: IIDPrior(dist.Normal(0.0, 1.5)),
     "layerwise": lambda: LayerwiseNormalPrior("radford"),  # fast path, a scale per layer
     "iid_laplace": lambda: IIDPrior(dist.Laplace(0.0, 1.0)),  # generic log_prob path
 }
@@ -46,6 +48,8 @@ def test_bnn_potential_equals_model_potential(prior, likelihood, num_chains):
     assert isinstance(potential_of(bnn, data), BNNPotential)
     # the fast sum-of-squares prior path is the one under test for the Normal priors
     assert set(fast._scalar_normal) == (set() if prior == "iid_laplace" else set(bnn.site_names))
+    uniform = prior == "iid_normal_zero_mean" and likelihood != "gauss_scale_prior"
+    assert (fast._uniform_prec is not None) == uniform
     z = traced.initial(num_chains, "prior")
     batch = (data[0][:10], data[1][:10])  # a minibatch: the likelihood is scaled by 40 / 10
     for b in (None, batch):
