@@ -140,7 +140,8 @@ def _count_compiled_gradients(kernel: Any, count: list[int]) -> None:
         fn = inner(potential, device, build)
 
         def counted(*args: Any) -> Any:
-            count[0] += args[1].shape[0]
+            # (batch, z [C, D], ..., log_u [K, C], ...): K leaves of C chains per call
+            count[0] += args[10].shape[0] * args[1].shape[0]
             return fn(*args)
 
         return counted

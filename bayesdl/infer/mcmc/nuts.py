@@ -126,8 +126,8 @@ def _leaf_and_checks(
     end_p: Tensor,
     end_before: Tensor,
 ) -> tuple[Tensor, ...]:
-    """:func:`_leaf` plus everything else a leaf does, as one fixed-shape tensor function (what
-    ``compile=True`` compiles): the generalised U-turn checks of every balanced sub-tree ending
+    """:func:`_leaf` plus everything else a leaf does, as one fixed-shape tensor function
+    (``compile=True`` compiles blocks of them, :func:`_leaf_block`): the generalised U-turn checks of every balanced sub-tree ending
     at this leaf and the stopping masks.
 
     The Python loop of the eager path keeps the U-turn bookkeeping in lists indexed by sub-tree
@@ -192,6 +192,57 @@ def _leaf_and_checks(
     )
 
 
+def _leaf_block(
+    value_and_grad: Callable[..., tuple[Tensor, Tensor]],
+    max_delta_energy: float,
+    batch: Batch | None,
+    z: Tensor,
+    r: Tensor,
+    g: Tensor,
+    half: Tensor,
+    step_mass: Tensor,
+    inv_mass: Tensor,
+    h0: Tensor,
+    sub_log_w: Tensor,
+    sub: Tensor,
+    log_u: Tensor,
+    sub_rho: Tensor,
+    building: Tensor,
+    sum_metro: Tensor,
+    num_steps: Tensor,
+    sub_diverged: Tensor,
+    starts: Tensor,
+    ends: Tensor,
+    *stacks: Tensor,
+) -> tuple[Tensor, ...]:
+    """``K`` consecutive leaves (:func:`_leaf_and_checks`) in one function, so a compiled
+    kernel pays its per-call cost (guards, argument and output handling) once per ``K``
+    leaves. ``log_u [K, C]``, ``starts`` and ``ends [K, J]`` hold the leaves' rows.
+
+    A chain that stops inside the block keeps its state (the leaf masks it out, as between
+    calls), so a block gives the same draws as ``K`` single leaves; only the leaves after all
+    chains stopped are computed in vain.
+
+    Returns:
+        what :func:`_leaf_and_checks` returns for the last leaf, with ``r'`` and ``p♯'`` of the
+        block's *first* leaf inserted after ``sub_rho`` (the trajectory merge needs them).
+    """
+    first: tuple[Tensor, Tensor] | None = None
+    for k in range(log_u.shape[0]):
+        (z, r, g, r_new, p, building, sub_diverged, sum_metro, num_steps, sub_log_w, sub,
+         sub_rho, *rest) = _leaf_and_checks(
+            value_and_grad, max_delta_energy, batch, z, r, g, half, step_mass, inv_mass, h0,
+            sub_log_w, sub, log_u[k], sub_rho, building, sum_metro, num_steps, sub_diverged,
+            starts[k], ends[k], *stacks,
+        )  # fmt: skip
+        stacks = tuple(rest)
+        if first is None:
+            first = (r_new, p)
+    assert first is not None
+    return (z, r, g, r_new, p, building, sub_diverged, sum_metro, num_steps, sub_log_w, sub,
+            sub_rho, first[0], first[1], *stacks)  # fmt: skip
+
+
 @lru_cache(maxsize=16)
 def _slot_masks(depth: int) -> tuple[Tensor, Tensor]:
     """``starts[n, k - 1] = n % 2**k == 0`` and ``ends[n, k - 1] = (n + 1) % 2**k == 0`` for
@@ -239,9 +290,10 @@ class NUTS(HamiltonianKernel):
         init_strategy: initial values when run through ``pyro.infer.MCMC``.
         compile: ``True`` compiles each leaf's work (the leapfrog step with the potential's
             forward and backward passes, taken by ``torch.func.grad_and_value``, the energy,
-            acceptance sums and multinomial choice) into one graph with ``torch.compile``
-            (inductor), per chain count and dtype: several times fewer kernel launches and
-            Python dispatches per gradient, which is what a small network costs. The first
+            acceptance sums, multinomial choice and U-turn checks) with ``torch.compile``
+            (inductor), four leaves per graph call (one, two for the first sub-trees), per
+            chain count and dtype: several times fewer kernel launches and Python dispatches
+            per gradient, which is what a small network costs. The first
             iteration waits for compilation (seconds; :attr:`compile_time_s` reports it apart
             from sampling); draws equal the eager ones up to floating-point round-off (so
             individual trajectories may part after many iterations). Needs a potential whose
@@ -295,6 +347,11 @@ class NUTS(HamiltonianKernel):
         )
         self.max_tree_depth = _check_int(max_tree_depth, "max_tree_depth", low=1, high=16)
 
+    #: leaves per compiled call (``compile=True``): sub-trees of ``2**j >= 4`` leaves are built
+    #: 4 leaves per graph call (the per-call cost, not the arithmetic, is most of a small
+    #: network's leaf), smaller ones in one call; at most 3 wasted leaves per sub-tree
+    _leaves_per_call: int = 4
+
     def _leaf_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
         max_delta = self.max_delta_energy
 
@@ -306,10 +363,10 @@ class NUTS(HamiltonianKernel):
     def _fused_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
         max_delta = self.max_delta_energy
 
-        def leaf(*args: Any) -> tuple[Tensor, ...]:
-            return _leaf_and_checks(value_and_grad, max_delta, *args)
+        def leaves(*args: Any) -> tuple[Tensor, ...]:
+            return _leaf_block(value_and_grad, max_delta, *args)
 
-        return leaf
+        return leaves
 
     def _transition(
         self,
@@ -376,17 +433,21 @@ class NUTS(HamiltonianKernel):
             sub = prop
             first_r = first_p = p = r_new = z_new = g_new = z
             num_leaves = 2**j
-            if stacks is not None:  # compiled: one fused graph per leaf (_leaf_and_checks)
-                for n in range(num_leaves):
+            if stacks is not None:  # compiled: one fused graph per block of leaves
+                size = min(num_leaves, self._leaves_per_call)
+                for n in range(0, num_leaves, size):
+                    rows = slice(n, n + size)
                     (z, r, g, r_new, p, building, sub_diverged, sum_metro, num_steps, sub_log_w,
-                     sub, sub_rho, *stacks) = leaf_step(
+                     sub, sub_rho, block_r, block_p, *stacks) = leaf_step(
                         batch, z, r, g, half, step_mass, inv_mass, h0, sub_log_w, sub,
-                        log_u_leaf[num_leaves - 1 + n], sub_rho, building, sum_metro, num_steps,
-                        sub_diverged, starts_all[n], ends_all[n], *stacks,
+                        log_u_leaf[num_leaves - 1 + n : num_leaves - 1 + n + size], sub_rho,
+                        building, sum_metro, num_steps, sub_diverged, starts_all[rows],
+                        ends_all[rows], *stacks,
                     )  # fmt: skip
                     if n == 0:
-                        first_r, first_p = r_new, p
-                    if n + 1 < num_leaves and (on_cpu or (n + 1) & n == 0):
+                        first_r, first_p = block_r, block_p
+                    done = n + size
+                    if done < num_leaves and (on_cpu or done & (done - 1) == 0):
                         if not bool(building.any()):
                             break
             else:
@@ -470,7 +531,10 @@ class NUTS(HamiltonianKernel):
                 break
 
         z1, g1 = prop[:, :dim], prop[:, dim : 2 * dim]
-        u1, h1 = prop[:, 2 * dim], prop[:, 2 * dim + 1]
+        # fresh [C] tensors, not strided views of prop: the next iteration derives its [C]
+        # inputs of the compiled leaves from u1, and a stride change would compile them again
+        u1 = prop[:, 2 * dim].clone(memory_format=torch.contiguous_format)
+        h1 = prop[:, 2 * dim + 1].clone(memory_format=torch.contiguous_format)
         accept_prob = sum_metro / num_steps.clamp(min=1).to(dtype)
         info = {
             "potential_energy": u1,
