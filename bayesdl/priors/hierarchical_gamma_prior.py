@@ -183,6 +183,12 @@ class HierarchicalGammaPrior(FittablePrior):
             out[self.precision_site(spec.name)] = _gamma_per_chain(alpha, beta, rng)
         return out
 
+    def conditional_normal_sites(self) -> dict[str, tuple[str, float]]:
+        """``{parameter: (precision site, c_l)}``: each parameter is ``N(0, c_l² / λ)`` given
+        its precision site's value ``λ``. :class:`~bayesdl.infer.mcmc.BNNPotential` uses it
+        to evaluate the prior in closed form instead of tracing the model."""
+        return {s.name: (self.precision_site(s.name), float(s.factor)) for s in self.specs}
+
     def gibbs_kwargs(self, every: int = 1) -> dict:
         """``dict(gibbs_fn=..., gibbs_every=every, gibbs_sites=...)`` for an SG-MCMC kernel."""
         return {"gibbs_fn": self.gibbs_fn, "gibbs_every": every, "gibbs_sites": self.gibbs_sites}

@@ -359,8 +359,10 @@ class BNNPotential(ModelPotential):
     likelihood densities directly, skipping Pyro's per-call tracing (several times faster on
     small networks). Used when the prior draws each weight from its own distribution
     (``Prior.sample`` not overridden, as for :class:`~bayesdl.priors.IIDPrior` and
-    :class:`~bayesdl.priors.LayerwiseNormalPrior`); :func:`potential_of` falls back to
-    :class:`ModelPotential` otherwise.
+    :class:`~bayesdl.priors.LayerwiseNormalPrior`), or when the prior says which weights are
+    ``N(0, c² / λ)`` given another latent site ``λ`` (a ``conditional_normal_sites()`` method,
+    as :class:`~bayesdl.priors.HierarchicalGammaPrior` has); :func:`potential_of` falls back
+    to :class:`ModelPotential` otherwise.
 
     Args:
         bnn: the network.
@@ -373,7 +375,8 @@ class BNNPotential(ModelPotential):
 
         if not isinstance(bnn, BNN):
             raise TypeError(f"bnn must be a bayesdl.nn.BNN, got {type(bnn).__name__}")
-        if type(bnn.prior).sample is not Prior.sample:
+        conditional = getattr(bnn.prior, "conditional_normal_sites", None)
+        if type(bnn.prior).sample is not Prior.sample and conditional is None:
             raise ValueError(
                 f"{type(bnn.prior).__name__} couples its sites (it overrides Prior.sample); "
                 "use ModelPotential"
@@ -386,13 +389,25 @@ class BNNPotential(ModelPotential):
         with poutine.block(hide_types=["param"]), torch.no_grad():
             trace = poutine.trace(bnn).get_trace(*data)
         self._fns = {s.name: trace.nodes[s.name]["fn"] for s in self.sites}
+        # sites drawn N(0, c² / λ) given another latent site λ (HierarchicalGammaPrior): their
+        # traced distribution holds the initial λ, so their density is written out below
+        self._conditional: dict[str, tuple[str, float]] = (
+            {} if conditional is None else dict(conditional())
+        )
+        names = {s.name for s in self.sites}
+        for name, (precision, _) in self._conditional.items():
+            if name not in names or precision not in names:
+                raise ValueError(
+                    f"{type(bnn.prior).__name__}.conditional_normal_sites names {name!r} / "
+                    f"{precision!r}, which are not latent sites of the model"
+                )
         # sites whose prior is a Normal with one loc and one scale for all entries (IIDPrior,
         # LayerwiseNormalPrior): their log-density is a sum of squares, two passes over the
         # weights (forward and backward) instead of Normal.log_prob's dozen
         self._scalar_normal = {
             name: params
             for name, fn in self._fns.items()
-            if (params := _scalar_normal_params(fn)) is not None
+            if name not in self._conditional and (params := _scalar_normal_params(fn)) is not None
         }
         # LogNormal sites with one loc and scale (e.g. a noise-scale prior), reached from z by
         # v = exp(u): log p(v) + log|dv/du| is the Normal(loc, scale) log-density of u (the
@@ -487,8 +502,9 @@ class BNNPotential(ModelPotential):
             log_p = torch.sub(log_p - self._prior_const, torch.linalg.vecdot(prec_d, d), alpha=0.5)
         weights: dict[str, Tensor] = {}
         latents: dict[str, Tensor] = {}
+        values: dict[str, Tensor] = {}
         for s, u in zip(self.sites, self._split(z), strict=True):
-            if s.name in self._scalar_normal:  # identity transform (real support)
+            if s.name in self._scalar_normal or s.name in self._conditional:  # real support
                 v = u
             elif s.name in self._lognormal:  # its prior term is in the sum of squares
                 v = u.exp()
@@ -497,10 +513,21 @@ class BNNPotential(ModelPotential):
                 ladj = s.transform.log_abs_det_jacobian(u, v)
                 log_p = log_p + ladj.reshape(c, -1).sum(-1)
                 log_p = log_p + self._fns[s.name].log_prob(v).reshape(c, -1).sum(-1)
+            values[s.name] = v
             if s.name in self._weights:
                 weights[s.name] = v
             else:
                 latents[s.name] = v.reshape(c, *([1] * (pad - s.batch_rank)), *s.shape)
+        for name, (precision, factor) in self._conditional.items():
+            # log N(w | 0, c² / λ) summed over the n entries of w, per chain
+            w = values[name].reshape(c, -1)
+            lam = values[precision].reshape(c)
+            n = w.shape[-1]
+            log_p = log_p + (
+                0.5 * n * lam.log()
+                - (0.5 / factor**2) * lam * _rowdot(w, w)
+                - n * (math.log(factor) + _HALF_LOG_2PI)
+            )
         if self._mlp is not None and x.dim() == 2:
             f = _mlp_forward(self._mlp, weights, x)
         elif c == 1:
@@ -646,8 +673,10 @@ def potential_of(
     from bayesdl.nn.bnn import BNN
     from bayesdl.priors.prior import Prior
 
-    if isinstance(model, BNN) and type(model.prior).sample is Prior.sample and not kwargs:
-        return BNNPotential(model, data)
+    if isinstance(model, BNN) and not kwargs:
+        prior = model.prior
+        if type(prior).sample is Prior.sample or hasattr(prior, "conditional_normal_sites"):
+            return BNNPotential(model, data)
     return ModelPotential(model, data, **kwargs)
 
 

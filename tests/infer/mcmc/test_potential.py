@@ -10,7 +10,7 @@ from torch import nn
 from bayesdl.infer.mcmc import BNNPotential, ModelPotential, potential_of
 from bayesdl.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesdl.nn import BNN
-from bayesdl.priors import IIDPrior, LayerwiseNormalPrior
+from bayesdl.priors import HierarchicalGammaPrior, IIDPrior, LayerwiseNormalPrior
 
 PRIORS = {
     "iid_normal": lambda: IIDPrior(dist.Normal(0.3, 2.0)),  # scalar-Normal fast path
@@ -58,3 +58,27 @@ def test_bnn_potential_equals_model_potential(prior, likelihood, num_chains):
         torch.testing.assert_close(u_fast, u_traced)
         torch.testing.assert_close(g_fast, g_traced)
         torch.testing.assert_close(fast(z, b), u_traced)  # the graph-free value path
+
+
+@pytest.mark.parametrize("likelihood", ["cat", "gauss_scale_prior"])
+@pytest.mark.parametrize("num_chains", [1, 3])
+def test_hierarchical_prior_fast_path_equals_model_potential(likelihood, num_chains):
+    # weights N(0, c² / λ) given per-layer Gamma precision sites: BNNPotential writes the
+    # conditional density out (the traced one would keep the initial λ)
+    bnn, data = _bnn("iid_normal", likelihood)  # for its likelihood and data
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2 if likelihood == "cat" else 1))
+    net = net.double()
+    prior = HierarchicalGammaPrior(net, concentration=2.0, rate=0.5).double()
+    bnn = BNN(net, prior, bnn.likelihood)
+    fast, traced = BNNPotential(bnn, data), ModelPotential(bnn, data)
+    assert isinstance(potential_of(bnn, data), BNNPotential)
+    assert fast.site_names == traced.site_names
+    assert set(fast._conditional) == set(bnn.site_names) and not fast._scalar_normal
+    z = traced.initial(num_chains, "prior")
+    batch = (data[0][:10], data[1][:10])
+    for b in (None, batch):
+        u_fast, g_fast = fast.value_and_grad(z, b)
+        u_traced, g_traced = traced.value_and_grad(z, b)
+        torch.testing.assert_close(u_fast, u_traced)
+        torch.testing.assert_close(g_fast, g_traced)
