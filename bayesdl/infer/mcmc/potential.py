@@ -580,13 +580,28 @@ _ACTIVATIONS: dict[type, Callable[[Tensor], Tensor]] = {
     torch.nn.SiLU: torch.nn.functional.silu,
 }
 
-_MLPLayer = tuple[str, str | None, Callable[[Tensor], Tensor] | None]
+# (weight site, bias site or None, activation or None, factor on W x): nn.Linear has factor 1,
+# the functional priors' ScaledLinear 1 / sqrt(in_features)
+_MLPLayer = tuple[str, str | None, Callable[[Tensor], Tensor] | None, float]
+
+
+def _linear_factor(module: Any) -> float | None:
+    """The factor on ``x Wᵀ`` of a plain ``nn.Linear`` (1) or a ``ScaledLinear``
+    (``1 / √in_features``); ``None`` for any other module."""
+    if type(module) is torch.nn.Linear:
+        return 1.0
+    from bayesdl.priors.functional.scaled_linear import ScaledLinear
+
+    if type(module) is ScaledLinear:
+        return 1.0 / math.sqrt(module.in_features)
+    return None
 
 
 def _mlp_layers(net: Any, random: set[str]) -> list[_MLPLayer] | None:
-    """``[(weight site, bias site or None, activation or None), ...]`` when ``net`` is exactly an
-    ``nn.Sequential`` of ``nn.Linear`` (all parameters random) and default-argument elementwise
-    activations / ``nn.Identity`` with no hooks, else ``None``."""
+    """``[(weight site, bias site or None, activation or None, factor), ...]`` when ``net`` is
+    exactly an ``nn.Sequential`` of ``nn.Linear`` / ``ScaledLinear`` layers (all parameters
+    random) and default-argument elementwise activations / ``nn.Identity`` with no hooks, else
+    ``None``."""
     if type(net) is not torch.nn.Sequential:
         return None
     layers: list[_MLPLayer] = []
@@ -597,13 +612,14 @@ def _mlp_layers(net: Any, random: set[str]) -> list[_MLPLayer] | None:
         kind = type(module)
         if kind is torch.nn.Identity:
             continue
-        if kind is torch.nn.Linear:
+        factor = _linear_factor(module)
+        if factor is not None:
             bias = f"{name}.bias" if module.bias is not None else None
-            layers.append((f"{name}.weight", bias, None))
+            layers.append((f"{name}.weight", bias, None, factor))
             names.update(n for n in (f"{name}.weight", bias) if n is not None)
         elif kind in _ACTIVATIONS and layers and layers[-1][2] is None:
-            w, b, _ = layers[-1]
-            layers[-1] = (w, b, _ACTIVATIONS[kind])
+            w, b, _, factor = layers[-1]
+            layers[-1] = (w, b, _ACTIVATIONS[kind], factor)
         else:
             return None
     if not layers or names != random or net._forward_hooks or net._forward_pre_hooks:
@@ -613,23 +629,29 @@ def _mlp_layers(net: Any, random: set[str]) -> list[_MLPLayer] | None:
 
 def _mlp_forward(layers: list[_MLPLayer], weights: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """Outputs ``[C, B, out]`` of the MLP at per-chain weights ``{name: [C, *shape]}`` and
-    shared inputs ``x [B, in]``: ``h <- act(h W^T + b)`` as batched matmuls."""
+    shared inputs ``x [B, in]``: ``h <- act(factor · h Wᵀ + b)`` as batched matmuls."""
     if x.dim() == 2 and next(iter(weights.values())).shape[0] == 1:
         # one chain: plain F.linear (one GEMM with the bias fused, weights used in place; the
         # batched path below would copy each transposed weight matrix for bmm)
         h = x
-        for weight, bias, activation in layers:
+        for weight, bias, activation, factor in layers:
             # squeeze, not [0]: its backward is a view, where select's fills a zero tensor
             b = None if bias is None else weights[bias].squeeze(0)
-            h = F.linear(h, weights[weight].squeeze(0), b)
+            if factor == 1.0:
+                h = F.linear(h, weights[weight].squeeze(0), b)
+            else:
+                h = F.linear(h, weights[weight].squeeze(0))
+                h = h * factor if b is None else torch.add(b, h, alpha=factor)
             if activation is not None:
                 h = activation(h)
         return h.unsqueeze(0)
     h = x
-    for weight, bias, activation in layers:
+    for weight, bias, activation, factor in layers:
         h = torch.matmul(h, weights[weight].transpose(-1, -2))
         if bias is not None:
-            h = h + weights[bias].unsqueeze(-2)
+            h = torch.add(weights[bias].unsqueeze(-2), h, alpha=factor)
+        elif factor != 1.0:
+            h = h * factor
         if activation is not None:
             h = activation(h)
     return h

@@ -11,6 +11,7 @@ from bayesdl.infer.mcmc import BNNPotential, ModelPotential, potential_of
 from bayesdl.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesdl.nn import BNN
 from bayesdl.priors import HierarchicalGammaPrior, IIDPrior, LayerwiseNormalPrior
+from bayesdl.priors.functional import scaled_mlp
 
 PRIORS = {
     "iid_normal": lambda: IIDPrior(dist.Normal(0.3, 2.0)),  # scalar-Normal fast path
@@ -60,14 +61,20 @@ def test_bnn_potential_equals_model_potential(prior, likelihood, num_chains):
         torch.testing.assert_close(fast(z, b), u_traced)  # the graph-free value path
 
 
+@pytest.mark.parametrize("layer", ["linear", "scaled"])
 @pytest.mark.parametrize("likelihood", ["cat", "gauss_scale_prior"])
 @pytest.mark.parametrize("num_chains", [1, 3])
-def test_hierarchical_prior_fast_path_equals_model_potential(likelihood, num_chains):
+def test_hierarchical_prior_fast_path_equals_model_potential(likelihood, num_chains, layer):
     # weights N(0, c² / λ) given per-layer Gamma precision sites: BNNPotential writes the
-    # conditional density out (the traced one would keep the initial λ)
+    # conditional density out (the traced one would keep the initial λ); ScaledLinear layers
+    # (x Wᵀ / √fan_in + b) take the batched-matmul MLP path too
     bnn, data = _bnn("iid_normal", likelihood)  # for its likelihood and data
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2 if likelihood == "cat" else 1))
+    out = 2 if likelihood == "cat" else 1
+    if layer == "linear":
+        net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, out))
+    else:
+        net = scaled_mlp((3, 8, out), "tanh")
     net = net.double()
     prior = HierarchicalGammaPrior(net, concentration=2.0, rate=0.5).double()
     bnn = BNN(net, prior, bnn.likelihood)
@@ -75,6 +82,7 @@ def test_hierarchical_prior_fast_path_equals_model_potential(likelihood, num_cha
     assert isinstance(potential_of(bnn, data), BNNPotential)
     assert fast.site_names == traced.site_names
     assert set(fast._conditional) == set(bnn.site_names) and not fast._scalar_normal
+    assert fast._mlp is not None
     z = traced.initial(num_chains, "prior")
     batch = (data[0][:10], data[1][:10])
     for b in (None, batch):
