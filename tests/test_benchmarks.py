@@ -21,6 +21,7 @@ EXPECTED_KEYS = {
     },
     "gp_scaling.py": {"t1e6_over_t1e5", "speedup_vs_gaussianhmm_t1e5"},
     "gpvae_tasks.py": {"moving_ball_error", "hmnist_imputation_mse", "seconds_per_epoch"},
+    "hierarchical_sghmc.py": {"speedup"},
     "iwae_nll.py": {"digits_nll", "matches_reference"},
     "nuts_bnn.py": {"speedup_vs_pyro", "chains8_over_chains1_time"},
     "sghmc_step.py": {"ratio_vs_sgd"},
