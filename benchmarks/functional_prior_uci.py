@@ -23,7 +23,9 @@ Posterior: :class:`~bayesdl.infer.mcmc.AdaptiveSGHMC` (lr 0.01, mdecay 0.01), mi
 steps (preconditioner adapted), then ``--samples`` draws per chain, one every ``--thin`` steps.
 The reference run used 2000 burn-in steps, one draw every 2000 steps, 40 draws per chain with
 the first 10 dropped (84,000 steps per chain); the defaults here (2000 + 30 × 500 = 17,000
-steps per chain) fit a contended 2-core CPU.
+steps per chain) take about 4 minutes for Boston on one idle CPU core, and
+``--warmup 22000 --samples 30 --thin 2000`` keeps the reference's 30 draws per chain at the same
+steps (its 10 dropped draws counted as burn-in; 82,000 steps).
 
 Metrics: test RMSE in original units of ``y`` from the predictive mean (average of the network
 outputs), and test NLL (mean per point, original units) under the moment-matched Gaussian
