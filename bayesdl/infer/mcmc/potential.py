@@ -630,31 +630,21 @@ def _mlp_layers(net: Any, random: set[str]) -> list[_MLPLayer] | None:
 def _mlp_forward(layers: list[_MLPLayer], weights: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """Outputs ``[C, B, out]`` of the MLP at per-chain weights ``{name: [C, *shape]}`` and
     shared inputs ``x [B, in]``: ``h <- act(factor · h Wᵀ + b)`` as batched matmuls."""
-    if x.dim() == 2 and next(iter(weights.values())).shape[0] == 1:
-        # one chain: plain F.linear (one GEMM with the bias fused, weights used in place; the
-        # batched path below would copy each transposed weight matrix for bmm)
-        h = x
-        for weight, bias, activation, factor in layers:
-            # squeeze, not [0]: its backward is a view, where select's fills a zero tensor
-            b = None if bias is None else weights[bias].squeeze(0)
-            if factor == 1.0:
-                h = F.linear(h, weights[weight].squeeze(0), b)
-            else:
-                h = F.linear(h, weights[weight].squeeze(0))
-                h = h * factor if b is None else torch.add(b, h, alpha=factor)
-            if activation is not None:
-                h = activation(h)
-        return h.unsqueeze(0)
+    # one chain: F.linear uses each weight matrix in place, where bmm would copy its transpose
+    one = x.dim() == 2 and next(iter(weights.values())).shape[0] == 1
     h = x
     for weight, bias, activation, factor in layers:
-        h = torch.matmul(h, weights[weight].transpose(-1, -2))
-        if bias is not None:
-            h = torch.add(weights[bias].unsqueeze(-2), h, alpha=factor)
+        w = weights[weight]
+        # squeeze, not [0]: its backward is a view, where select's fills a zero tensor
+        h = F.linear(h, w.squeeze(0)) if one else torch.matmul(h, w.transpose(-1, -2))
+        if bias is not None:  # [1, out] with one chain, else [C, 1, out]
+            b = weights[bias] if one else weights[bias].unsqueeze(-2)
+            h = torch.add(b, h, alpha=factor)
         elif factor != 1.0:
             h = h * factor
         if activation is not None:
             h = activation(h)
-    return h
+    return h.unsqueeze(0) if one else h
 
 
 def _scalar_lognormal_params(fn: Any) -> tuple[float, float] | None:
