@@ -130,6 +130,20 @@ def test_compiled_draws_equal_eager_draws(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_compiled_nuts_short_trees_match_eager(depth):
+    """Trees of at most 1, 3 and 7 leaves (sub-trees of 1, 2 and 4 leaves: one compiled block
+    size each): the draws must still equal the eager ones."""
+    eager = _run(NUTS(max_tree_depth=depth))
+    kernel = NUTS(max_tree_depth=depth, compile=True)
+    compiled = _run(kernel)
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    for key in ("num_steps", "tree_depth", "diverging", "accept_prob"):
+        torch.testing.assert_close(compiled.sample_stats[key], eager.sample_stats[key])
+    assert 1 <= kernel._compiled[-1].num_compiles <= depth
+
+
+@pytest.mark.slow
 def test_compiled_nuts_on_a_bnn_potential_matches_eager():
     from bayesdl.likelihoods import GaussianLikelihood
     from bayesdl.nn import BNN
