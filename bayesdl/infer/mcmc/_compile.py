@@ -48,19 +48,25 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
 
 
 def inductor_options(device: torch.device) -> dict[str, Any]:
-    """Inductor settings for the compiled steps on ``device``.
+    """Inductor settings for the compiled steps on ``device``; on CPU (measured on one core,
+    torch 2.13, AVX-512, ``benchmarks/nuts_bnn.py``'s 502-parameter tanh network):
 
-    On CPU, ``tanh`` is generated in its decomposed form ``2 / (1 + exp(-2x)) - 1`` (inductor's
-    ``cpp.use_decompose_tanh``) instead of the vectorised 1-ulp Sleef ``tanh``: measured on one
-    core (torch 2.13, AVX-512), a compiled ``tanh`` of a ``[500, 50]`` float32 activation took
-    66 us (eager, MKL: 12 us), the decomposed one 30 us, and it still fuses with its
-    neighbours; on a tanh network's NUTS leaf (``benchmarks/nuts_bnn.py``) 0.124 -> 0.084 ms
-    for one chain, 0.87 -> 0.52 ms for eight. Its error is absolute, about one ulp of 1
-    (~1e-7 in float32, ~1e-16 in float64), so relative accuracy is lost only for
-    ``|x| << 1e-3``, which a potential's sums do not notice.
+    * ``cpp.use_decompose_tanh``: ``tanh`` is generated in its decomposed form
+      ``2 / (1 + exp(-2x)) - 1`` instead of the vectorised 1-ulp Sleef ``tanh``. A compiled
+      ``tanh`` of a ``[500, 50]`` float32 activation took 66 us (eager, MKL: 12 us), the
+      decomposed one 30 us, and it still fuses with its neighbours; a NUTS leaf went from 0.124
+      to 0.084 ms for one chain, 0.87 to 0.52 ms for eight. Its error is absolute, about one
+      ulp of 1 (~1e-7 in float32, ~1e-16 in float64), so relative accuracy is lost only for
+      ``|x| << 1e-3``, which a potential's sums do not notice.
+    * ``cpp_wrapper``: the graph's kernel calls, buffer allocations and checks run in generated
+      C++ instead of a Python wrapper, which cost about 140 us per call of a four-leaf NUTS
+      block (~60 allocations, stride checks); sampling went from 0.102 to 0.085 ms per leaf for
+      one chain. Compiling takes longer the first time on a machine (the 1-chain benchmark's
+      graphs: ~27 s instead of ~23 s into an empty cache; ~4.5 s either way once inductor's
+      on-disk cache holds them).
     """
     if device.type == "cpu":
-        return {"cpp.use_decompose_tanh": True}
+        return {"cpp.use_decompose_tanh": True, "cpp_wrapper": True}
     return {}
 
 
