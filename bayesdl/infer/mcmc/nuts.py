@@ -293,7 +293,8 @@ class NUTS(HamiltonianKernel):
             acceptance sums, multinomial choice and U-turn checks) with ``torch.compile``
             (inductor), four leaves per graph call (one, two for the first sub-trees), per
             chain count and dtype: several times fewer kernel launches and Python dispatches
-            per gradient, which is what a small network costs. The first
+            per gradient, which is what a small network costs (on CPU, with inductor's C++
+            wrapper and ``tanh`` in its decomposed, faster form). The first
             iteration waits for compilation (seconds; :attr:`compile_time_s` reports it apart
             from sampling); draws equal the eager ones up to floating-point round-off (so
             individual trajectories may part after many iterations). Needs a potential whose
