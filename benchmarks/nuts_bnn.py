@@ -36,7 +36,10 @@ Samplers:
 
 Reported per run: wall time (s), gradient evaluations per second (leapfrog steps plus step-size
 search evaluations, over all chains), and ESS/s = min over 20 test inputs of the bulk ESS
-(ArviZ, all chains) of the predictive mean ``f(x_test)``, divided by the wall time.
+(ArviZ, all chains) of the predictive mean ``f(x_test)``, divided by the wall time; also
+the adapted step size (mean over chains) and the mean acceptance statistic, for bayesdl and
+NumPyro alike, since at 300 warm-up iterations they vary from chain to chain and explain much of
+the ESS differences.
 Summary (last line): ``speedup_vs_pyro`` = Pyro's extrapolated wall / bayesdl's wall (1 chain),
 ``ess_per_s_ratio_vs_numpyro`` = bayesdl ESS/s / NumPyro ESS/s (1 chain; ``..._8chains`` for 8),
 ``chains8_over_chains1_time`` = bayesdl wall with 8 vectorised chains / with 1 chain. These use
@@ -45,7 +48,7 @@ the same ratios for the eager rows carry an ``_eager`` suffix.
 
 Compilation: inductor keeps compiled kernels in an on-disk cache, so a second run of this
 script compiles much faster than the first on a machine (one core of a 2-core machine, the
-1-chain run's three graphs: ~4.6 s instead of ~23 s, most of the difference being the C++
+1-chain run's three graphs: ~4.5 s instead of ~27 s, most of the difference being the C++
 compiler and inductor's code generation); ``--cold-cache`` compiles into a fresh cache
 directory to measure the first run. NumPyro's JIT has no such cache here (JAX's persistent cache is off by default).
 
@@ -327,7 +330,7 @@ def run_numpyro(
         chain_method="vectorized",
         progress_bar=False,
     )
-    fields = ("num_steps", "diverging")
+    fields = ("num_steps", "diverging", "accept_prob")
     t0 = time.perf_counter()
     mcmc.warmup(jax.random.PRNGKey(seed), x, y, extra_fields=fields, collect_warmup=True)
     warm_steps = np.asarray(mcmc.get_extra_fields()["num_steps"]).sum()
@@ -338,6 +341,8 @@ def run_numpyro(
     h = jnp.tanh(jnp.einsum("ni,csih->csnh", x_test, draws["w1"]) + draws["b1"][:, :, None])
     f = jnp.einsum("csnh,csh->csn", h, draws["w2"]) + draws["b2"][:, :, None]
     extra = mcmc.get_extra_fields(group_by_chain=True)
+    # the adapted step size of each chain (as the bayesdl rows report theirs)
+    step_size = float(np.asarray(mcmc.last_state.adapt_state.step_size).mean())
     grads = int(warm_steps + np.asarray(extra["num_steps"]).sum())
     ess = min_ess(np.asarray(f))
     # the sampling phase again, now compiled: its rate estimates a compile-free wall time
@@ -355,6 +360,8 @@ def run_numpyro(
         "grad_evals_per_s_compiled": float(rate),
         "mean_num_steps": float(np.asarray(extra["num_steps"]).mean()),
         "divergences": int(np.asarray(extra["diverging"]).sum()),
+        "step_size": step_size,
+        "accept_prob": float(np.asarray(extra["accept_prob"]).mean()),
         "min_ess": ess,
         "ess_per_s": ess / wall,
         "wall_includes_jit_compile": True,
