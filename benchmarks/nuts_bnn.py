@@ -515,7 +515,9 @@ def main() -> None:
         summary["compiled_speedup_1chain"] = e1["wall_s"] / b1["wall_s"]
     if args.quick and not args.numpyro:
         summary["numpyro"] = "skipped in --quick mode (JAX compilation alone takes ~20 s)"
-    elif args.no_numpyro or not numpyro_available():
+    elif args.no_numpyro:
+        summary["numpyro"] = "skipped (--no-numpyro)"
+    elif not numpyro_available():
         summary["numpyro"] = "skipped: not importable (pip install .[bench])"
     else:
         for c in (1, 8):

@@ -65,9 +65,23 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
       graphs: ~27 s instead of ~23 s into an empty cache; ~4.5 s either way once inductor's
       on-disk cache holds them).
     """
-    if device.type == "cpu":
-        return {"cpp.use_decompose_tanh": True, "cpp_wrapper": True}
-    return {}
+    if device.type != "cpu":
+        return {}
+    wanted = {"cpp.use_decompose_tanh": True, "cpp_wrapper": True}
+    # torch.compile rejects an option its inductor lacks (use_decompose_tanh is torch >= 2.8)
+    return {key: value for key, value in wanted.items() if _has_inductor_option(key)}
+
+
+def _has_inductor_option(key: str) -> bool:
+    """Whether this torch's inductor config has the (dotted) option ``key``."""
+    from torch._inductor import config
+
+    node: Any = config
+    for part in key.split("."):
+        if not hasattr(node, part):
+            return False
+        node = getattr(node, part)
+    return True
 
 
 def functional_value_and_grad(potential: Any) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:

@@ -165,6 +165,27 @@ def test_compiled_nuts_on_a_bnn_potential_matches_eager():
     torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
 
 
+def test_inductor_options_exist_in_this_torch(monkeypatch):
+    """The CPU options name real inductor settings (torch.compile rejects unknown ones), and an
+    option this torch lacks is left out instead of failing the compilation."""
+    from torch._inductor import config
+
+    options = _compile.inductor_options(torch.device("cpu"))
+    assert options and all(_compile._has_inductor_option(k) for k in options)
+    for key in options:  # the dotted names resolve to the settings the docs describe
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert isinstance(node, bool)
+    assert _compile.inductor_options(torch.device("meta")) == {}
+    monkeypatch.setattr(
+        _compile, "_has_inductor_option", lambda key: key != "cpp.use_decompose_tanh"
+    )
+    assert set(_compile.inductor_options(torch.device("cpu"))) == set(options) - {
+        "cpp.use_decompose_tanh"
+    }
+
+
 def test_eager_chain_rng_unaffected_by_compile_flag():
     """``compile=False`` is the default and takes the eager path (no compiled step built)."""
     kernel = NUTS(max_tree_depth=3)
