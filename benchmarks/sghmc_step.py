@@ -12,15 +12,24 @@ Implementations (one process, interleaved block by block, same thread count):
   forward, backward, step.
 * ``bayesdl``: ``bayesdl.infer.mcmc.SGHMC(step_size=lr, friction=0.1)`` (SGD-with-momentum
   form) on ``BNNPotential(BNN(net, IIDPrior(Normal(0, 1)), CategoricalLikelihood(N)))``, one
-  chain, through the functional ``kernel.step(state, potential, rng, batch, ...)``: the flat
-  position vector, the potential and its gradient, the Gaussian noise and the update.
+  chain, through the functional ``kernel.step(state, potential, rng, batch, ...,
+  donate=True)`` (the new state written into the old one's tensors, as
+  ``bayesdl.infer.mcmc.sample`` does): the flat position vector, the potential and its
+  gradient, the Gaussian noise and the update.
+* ``bayesdl_compiled``: the same with ``SGHMC(..., compile=True)``: the update after the
+  gradient (counter-based noise, momentum, position) is one compiled kernel (compile time is
+  spent in the warm-up steps, before timing).
+* ``sgd_fused``: ``torch.optim.SGD(..., fused=True)`` (torch's single-kernel optimizer step),
+  a second competitor; reported beside the default one.
 * ``naive``: a hand-written SGHMC in the style of per-parameter optimisers: the SGD step above
   plus, for every parameter tensor, a momentum buffer and ``torch.randn_like`` noise added in a
   Python loop (for reference; not a headline ratio).
 
 Output: one JSON line per implementation with median ms/step and quartiles, then a summary
-line with ``ratio_vs_sgd`` (bayesdl / sgd, median of per-repeat paired ratios, with quartiles)
-and ``naive_ratio_vs_sgd``.
+line with ``ratio_vs_sgd`` (bayesdl_compiled / sgd, median of per-repeat paired ratios, with
+quartiles), ``eager_ratio_vs_sgd`` (bayesdl / sgd), ``ratio_vs_sgd_fused`` (bayesdl_compiled /
+sgd_fused) and ``naive_ratio_vs_sgd``. ``--no-compile`` leaves the compiled row out (then
+``ratio_vs_sgd`` is the eager one).
 
 Usage::
 
@@ -32,6 +41,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -74,10 +84,11 @@ def potential_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Te
     return ce + 0.5 * sum((p * p).sum() for p in net.parameters())
 
 
-def make_sgd(sizes, batches, device):
+def make_sgd(sizes, batches, device, *, fused=False):
     torch.manual_seed(0)
     net = mlp(sizes).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=1 - FRICTION)
+    extra = {"fused": True} if fused else {}
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=1 - FRICTION, **extra)
     it = itertools.cycle(batches)
 
     def step():
@@ -110,13 +121,13 @@ def make_naive(sizes, batches, device):
     return step
 
 
-def make_bayesdl(sizes, batches, device):
+def make_bayesdl(sizes, batches, device, *, compile=False):
     torch.manual_seed(0)
     net = mlp(sizes).to(device)
     x0, y0 = batches[0]
     bnn = BNN(net, IIDPrior(dist.Normal(0.0, 1.0)), CategoricalLikelihood(N)).to(device)
     potential = BNNPotential(bnn, (x0, y0))
-    kernel = SGHMC(step_size=LR, friction=FRICTION)
+    kernel = SGHMC(step_size=LR, friction=FRICTION, compile=compile)
     rng = ChainRNG.from_seed(0, 1, device=device)
     z0 = potential.initial(1, "prototype")  # the network's initial weights
     box = {"state": kernel.init_state(z0, potential, rng, num_warmup=0), "t": 0}
@@ -124,7 +135,7 @@ def make_bayesdl(sizes, batches, device):
 
     def step():
         box["state"], _ = kernel.step(
-            box["state"], potential, rng, next(it), iteration=box["t"], num_warmup=0
+            box["state"], potential, rng, next(it), iteration=box["t"], num_warmup=0, donate=True
         )
         box["t"] += 1
 
@@ -138,6 +149,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved blocks")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out SGHMC(compile=True)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads is not None:
@@ -154,7 +166,14 @@ def main() -> None:
         )
         for _ in range(16)
     ]
-    makers = {"sgd": make_sgd, "bayesdl": make_bayesdl, "naive": make_naive}
+    makers = {
+        "sgd": make_sgd,
+        "sgd_fused": functools.partial(make_sgd, fused=True),
+        "bayesdl": make_bayesdl,
+        "naive": make_naive,
+    }
+    if not args.no_compile:
+        makers["bayesdl_compiled"] = functools.partial(make_bayesdl, compile=True)
     sync = device_sync(device)
     runners = {
         name: step_runner(make(sizes, batches, device), sync) for name, make in makers.items()
@@ -171,13 +190,19 @@ def main() -> None:
     }
     for name, t in times.items():
         print(json.dumps({"impl": name, **summarize_ms(t), **common}))
-    r, q1, q3 = paired_ratio(times["bayesdl"], times["sgd"])
+    headline = "bayesdl" if args.no_compile else "bayesdl_compiled"
+    r, q1, q3 = paired_ratio(times[headline], times["sgd"])
+    re, _, _ = paired_ratio(times["bayesdl"], times["sgd"])
+    rf, _, _ = paired_ratio(times[headline], times["sgd_fused"])
     rn, _, _ = paired_ratio(times["naive"], times["sgd"])
     summary = {
         "summary": True,
+        "headline": headline,
         "ratio_vs_sgd": round(r, 3),
         "ratio_vs_sgd_q1": round(q1, 3),
         "ratio_vs_sgd_q3": round(q3, 3),
+        "eager_ratio_vs_sgd": round(re, 3),
+        "ratio_vs_sgd_fused": round(rf, 3),
         "naive_ratio_vs_sgd": round(rn, 3),
         "target_ratio_vs_sgd": 1.15,
         **common,

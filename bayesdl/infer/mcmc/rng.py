@@ -96,6 +96,18 @@ class ChainRNG:
             ]
         )
 
+    def keys(self) -> Tensor:
+        """One uniformly random int64 per chain, ``[C]``: the per-step keys of the
+        counter-based noise (:func:`~bayesdl.infer.mcmc.counter_rng.counter_normal`)."""
+        return torch.cat(
+            [
+                torch.randint(
+                    -(2**63), 2**63 - 1, (1,), generator=g, dtype=torch.int64, device=self.device
+                )
+                for g in self.generators
+            ]
+        )
+
     def get_state(self) -> list[Tensor]:
         """The generators' states (CPU byte tensors), for checkpoints."""
         return [g.get_state() for g in self.generators]

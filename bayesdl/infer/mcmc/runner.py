@@ -334,6 +334,9 @@ def sample(
             payload["samples"] = [out.z[c, : kept[c]].clone() for c in range(num_chains)]
         save_checkpoint(payload, checkpoint)
 
+    # kernels that can write a step into the old state's tensors are allowed to: the runner
+    # keeps no old state (kept draws and checkpoints are copies)
+    donate = {"donate": True} if getattr(kernel, "accepts_donated_state", False) else {}
     t0 = time.perf_counter()
     show = progress_enabled(progress)
     for gi in range(group_index, len(groups)):
@@ -355,7 +358,7 @@ def sample(
             for it in range(first, total_iters):
                 batch = batches(it) if batches is not None else None
                 state, info = kernel.step(
-                    state, potential, rng, batch, iteration=it, num_warmup=warmup
+                    state, potential, rng, batch, iteration=it, num_warmup=warmup, **donate
                 )
                 if it < warmup:
                     if "diverging" in info:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pyro
@@ -26,6 +27,7 @@ from bayesdl.infer.mcmc import (
     ChainRNG,
     FunctionPotential,
     ModelPotential,
+    SGState,
     cyclical_step_size,
     sample,
 )
@@ -36,6 +38,8 @@ KERNELS = {
     "sghmc_hamiltonian": lambda: SGHMC(
         step_size=math.sqrt(2e-5), friction=0.2 / math.sqrt(2e-5), parameterization="hamiltonian"
     ),
+    # the compiled update with its counter-based noise (tests/infer/mcmc/test_counter_rng.py)
+    "sghmc_compiled": lambda: SGHMC(step_size=2e-5, friction=0.2, compile=True),
     "adaptive_sghmc": lambda: AdaptiveSGHMC(step_size=0.01, mdecay=0.1),
     "sgld": lambda: SGLD(step_size=2e-5),
     "psgld": lambda: SGLD(step_size=2e-3, preconditioned=True),
@@ -142,7 +146,7 @@ def test_double_well():
 
 
 # ------------------------------------------------------------------ chains and RNG
-@pytest.mark.parametrize("name", ["sghmc", "adaptive_sghmc", "psgld"])
+@pytest.mark.parametrize("name", ["sghmc", "sghmc_compiled", "adaptive_sghmc", "psgld"])
 def test_vectorized_equals_sequential(name):
     target = ConjugateRegression.make(n=200)
     kwargs = dict(num_samples=50, warmup=20, num_chains=3, batch_size=50, seed=3)
@@ -305,3 +309,53 @@ def test_pyro_mcmc_runs_sg_kernels(kernel_fn):
     assert samples["mu"].shape == (300,) and bool((samples["sigma"] > 0).all())
     # the posterior of mu is near the sample mean (sd ≈ 1/√50 ≈ 0.14)
     assert abs(float(samples["mu"][100:].mean()) - float(y.mean())) < 0.5
+
+
+# ------------------------------------------------------------------ compiled update, donation
+def _sghmc_steps(kernel, *, donate, num_steps=5, chains=3):
+    """``num_steps`` SGHMC steps on a 4-d Gaussian (float64); the states before and after."""
+    u = FunctionPotential(lambda z: 0.5 * (z**2 * torch.arange(1.0, 5.0)).sum(-1), dim=4)
+    rng = ChainRNG.from_seed(2, chains)
+    state = kernel.init_state(torch.ones(chains, 4, dtype=torch.float64), u, rng, num_warmup=0)
+    first = SGState(state.z.clone(), state.v.clone())
+    kept = state
+    for t in range(num_steps):
+        state, _ = kernel.step(state, u, rng, None, iteration=t, num_warmup=0, donate=donate)
+    return kept, first, state
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_sghmc_donated_state_equals_a_fresh_one(compile):
+    make = lambda: SGHMC(step_size=0.05, friction=0.3, compile=compile)  # noqa: E731
+    kept, first, fresh = _sghmc_steps(make(), donate=False)
+    # without donation the input state is untouched
+    assert torch.equal(kept.z, first.z) and torch.equal(kept.v, first.v)
+    kept, _, donated = _sghmc_steps(make(), donate=True)
+    # with it the result lives in the first state's tensors
+    assert donated.z.data_ptr() == kept.z.data_ptr()
+    # same float64 expressions (eager: identical; compiled: the same fused kernel, in place)
+    torch.testing.assert_close(donated.z, fresh.z, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(donated.v, fresh.v, rtol=1e-12, atol=1e-12)
+
+
+def test_sghmc_compiled_equals_its_eager_fallback(monkeypatch):
+    _, _, compiled = _sghmc_steps(SGHMC(step_size=0.05, friction=0.3, compile=True), donate=True)
+    from bayesdl.infer.mcmc import _compile
+
+    monkeypatch.setattr(_compile.shutil, "which", lambda name: None)
+    kernel = SGHMC(step_size=0.05, friction=0.3, compile="auto")
+    with pytest.warns(RuntimeWarning, match="running eagerly"):
+        _, _, eager = _sghmc_steps(kernel, donate=True)
+    assert kernel.compile_time_s == 0.0
+    # float64 round-off of fused vs unfused log / sin / cos over 5 steps
+    torch.testing.assert_close(compiled.z, eager.z, rtol=1e-10, atol=1e-12)
+
+
+def test_sghmc_compiled_kernel_pickles_and_checks_compile():
+    kernel = SGHMC(step_size=0.05, friction=0.3, compile=True)
+    _sghmc_steps(kernel, donate=False, num_steps=1)
+    assert kernel.compile_time_s >= 0.0
+    again = pickle.loads(pickle.dumps(kernel))
+    assert again.compile is True and again._fused_steps == {}
+    with pytest.raises(ValueError, match="compile must be False, True or 'auto'"):
+        SGHMC(step_size=0.05, compile="yes")
