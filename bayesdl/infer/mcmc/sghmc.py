@@ -225,19 +225,9 @@ def _sghmc_update(
     return z + v, v
 
 
-def _sghmc_update_donated(
-    z: Tensor,
-    v: Tensor,
-    g: Tensor,
-    keys: Tensor,
-    offsets: Tensor,
-    decay: Tensor,
-    neg_eta: Tensor,
-    sd: Tensor,
-    mask: Tensor | None,
-) -> None:
+def _sghmc_update_donated(z: Tensor, v: Tensor, *rest: Tensor | None) -> None:
     """:func:`_sghmc_update` written into ``z`` and ``v`` themselves (a donated state)."""
-    z_new, v_new = _sghmc_update(z, v, g, keys, offsets, decay, neg_eta, sd, mask)
+    z_new, v_new = _sghmc_update(z, v, *rest)
     v.copy_(v_new)
     z.copy_(z_new)
 
