@@ -93,18 +93,8 @@ class SGKernel(MCMCKernel):
         gibbs_every: steps between Gibbs updates.
         gibbs_sites: the sites ``gibbs_fn`` updates (required with ``gibbs_fn``).
         init_strategy: see :meth:`ModelPotential.initial`.
-        compile: ``False`` (default), ``True`` or ``"auto"``, for kernels that take it
-            (:class:`~bayesdl.infer.mcmc.SGHMC`). With ``True`` the update after
-            the gradient (noise, momentum, position, preconditioner) runs as one
-            compiled kernel per step, with its Gaussian noise drawn inside it by the
-            counter-based generator of :mod:`~bayesdl.infer.mcmc.counter_rng` (keyed from
-            the chains' generators: same seed, same draws; per-chain streams; exact resume)
-            instead of torch's generator, so compiled and eager runs draw different,
-            equally distributed noise. On one CPU core it cuts the update of a 2.4 M-weight
-            network from ~15 ms to ~5 ms (``benchmarks/sghmc_step.py``). ``"auto"`` runs the
-            same update eagerly (same draws, slower) where compiling is impossible or fails;
-            ``True`` raises there. The first step compiles (seconds), counted in
-            :attr:`compile_time_s`.
+        compile: ``False``, ``True`` or ``"auto"``, for the kernels that take it (see
+            :class:`~bayesdl.infer.mcmc.SGHMC`); the others leave it ``False``.
     """
 
     full_batch: ClassVar[bool] = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -68,44 +68,33 @@ class ChainRNG:
         out.generators = [self.generators[c] for c in chains]
         return out
 
+    def _per_chain(self, draw: Callable[[torch.Generator], Tensor]) -> Tensor:
+        """``draw(generator)`` for every chain, stacked along a leading chain dimension."""
+        if len(self.generators) == 1:
+            return draw(self.generators[0]).unsqueeze(0)
+        return torch.stack([draw(g) for g in self.generators])
+
     def normal(self, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
         """Standard normal draws ``[C, *shape]``."""
         shape = tuple(shape)
-        if len(self.generators) == 1:
-            return torch.randn(
-                shape, generator=self.generators[0], dtype=dtype, device=self.device
-            ).unsqueeze(0)
-        return torch.stack(
-            [
-                torch.randn(shape, generator=g, dtype=dtype, device=self.device)
-                for g in self.generators
-            ]
+        return self._per_chain(
+            lambda g: torch.randn(shape, generator=g, dtype=dtype, device=self.device)
         )
 
     def uniform(self, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
         """Uniform draws on ``[0, 1)``, ``[C, *shape]``."""
         shape = tuple(shape)
-        if len(self.generators) == 1:
-            return torch.rand(
-                shape, generator=self.generators[0], dtype=dtype, device=self.device
-            ).unsqueeze(0)
-        return torch.stack(
-            [
-                torch.rand(shape, generator=g, dtype=dtype, device=self.device)
-                for g in self.generators
-            ]
+        return self._per_chain(
+            lambda g: torch.rand(shape, generator=g, dtype=dtype, device=self.device)
         )
 
     def keys(self) -> Tensor:
         """One uniformly random int64 per chain, ``[C]``: the per-step keys of the
         counter-based noise (:func:`~bayesdl.infer.mcmc.counter_rng.counter_normal`)."""
-        return torch.cat(
-            [
-                torch.randint(
-                    -(2**63), 2**63 - 1, (1,), generator=g, dtype=torch.int64, device=self.device
-                )
-                for g in self.generators
-            ]
+        return self._per_chain(
+            lambda g: torch.randint(
+                -(2**63), 2**63 - 1, (), generator=g, dtype=torch.int64, device=self.device
+            )
         )
 
     def get_state(self) -> list[Tensor]:
