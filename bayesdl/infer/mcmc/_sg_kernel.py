@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from bayesdl.infer.mcmc._compile import CompiledStep, check_compile
-from bayesdl.infer.mcmc.counter_rng import stream_offsets
+from bayesdl.infer.mcmc.counter_rng import counter_normal, stream_offsets
 from bayesdl.infer.mcmc.kernel import MCMCKernel
 from bayesdl.infer.mcmc.potential import ModelPotential, Potential
 from bayesdl.infer.mcmc.rng import ChainRNG
@@ -98,6 +98,9 @@ class SGKernel(MCMCKernel):
     """
 
     full_batch: ClassVar[bool] = False
+    #: :meth:`step` takes ``donate=True`` (the runner passes it): the new state may then be
+    #: written into the old state's tensors, which the caller must not use afterwards
+    accepts_donated_state: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -113,7 +116,7 @@ class SGKernel(MCMCKernel):
     ):
         super().__init__(model, init_strategy=init_strategy)
         self.compile = check_compile(compile)
-        self._fused_steps: dict[torch.device, CompiledStep] = {}
+        self._fused_steps: dict[tuple[torch.device, bool], CompiledStep] = {}
         self.step_size = check_step_size(step_size)
         self.temperature = _check_number(temperature, "temperature", low=0.0)
         if gibbs_fn is not None and not callable(gibbs_fn):
@@ -139,26 +142,46 @@ class SGKernel(MCMCKernel):
         """Seconds spent compiling the fused update so far (0 when ``compile=False``)."""
         return sum(step.compile_time_s for step in self._fused_steps.values())
 
-    def _fused(self, fn: Callable[..., Any], device: torch.device) -> CompiledStep:
-        """``fn`` (the kernel's pure update) compiled for ``device``, built on first use."""
-        step = self._fused_steps.get(device)
+    def _update(
+        self,
+        update: Callable[..., tuple[Tensor, ...]],
+        tensors: tuple[Tensor, ...],
+        args: tuple[Any, ...],
+        rng: ChainRNG,
+        *,
+        donate: bool,
+    ) -> tuple[Tensor, ...]:
+        """The kernel's pure update ``update(*tensors, noise, *args) -> new tensors`` (``noise``
+        standard normal, ``[C, D]`` like ``tensors[0]``, the positions).
+
+        Eagerly with ``compile=False``: noise from ``rng.normal``. Otherwise compiled (once per
+        device and donation) with counter-based noise keyed by ``rng.keys()`` drawn inside the
+        kernel; with ``donate`` the results are written into ``tensors`` themselves, which are
+        returned (no new ``[C, D]`` buffers). Per-step numbers in ``args`` should be 0-d
+        tensors (:meth:`_scalars`) so that a changing value does not recompile."""
+        z = tensors[0]
+        if self.compile is False:
+            return update(*tensors, rng.normal((z.shape[-1],), dtype=z.dtype), *args)
+        key = (z.device, donate)
+        step = self._fused_steps.get(key)
         if step is None:
             step = CompiledStep(
-                fn, mode=self.compile, what=f"the {type(self).__name__} update", device=device
+                _with_counter_noise(update, len(tensors), donate),
+                mode=self.compile,
+                what=f"the {type(self).__name__} update",
+                device=z.device,
             )
-            self._fused_steps[device] = step
-        return step
+            self._fused_steps[key] = step
+        keys = rng.keys()
+        offsets = stream_offsets((z.shape[-1] + 1) // 2, z.device)
+        out = step(*tensors, keys, offsets, *args)
+        return tensors if donate else out
 
     @staticmethod
     def _scalars(*values: float) -> tuple[Tensor, ...]:
         """Per-step numbers as 0-d float64 CPU tensors: inputs of the compiled update, which a
         changing value (a step-size schedule) would otherwise recompile as a constant."""
         return tuple(torch.tensor(float(v), dtype=torch.float64) for v in values)
-
-    @staticmethod
-    def _noise_inputs(rng: ChainRNG, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(keys [C], offsets)`` of this step's counter-based noise for positions ``z``."""
-        return rng.keys(), stream_offsets((z.shape[-1] + 1) // 2, z.device)
 
     def current_step_size(self, iteration: int) -> float:
         """The step size at ``iteration`` (checked positive and finite)."""
@@ -200,6 +223,29 @@ class SGKernel(MCMCKernel):
             value = torch.as_tensor(value, dtype=z.dtype, device=z.device).expand(c, *s.shape)
             z[:, s.offset : s.offset + s.numel] = s.transform.inv(value).reshape(c, -1)
         return z
+
+
+def _with_counter_noise(
+    update: Callable[..., tuple[Tensor, ...]], num_tensors: int, donate: bool
+) -> Callable[..., tuple[Tensor, ...] | None]:
+    """``(*tensors, keys, offsets, *args) -> update(*tensors, noise, *args)`` with the noise
+    drawn by :func:`counter_normal` (the function :class:`CompiledStep` compiles); with
+    ``donate`` it writes the results into ``tensors`` and returns nothing."""
+
+    def fused(*inputs: Any) -> tuple[Tensor, ...] | None:
+        tensors = inputs[:num_tensors]
+        keys, offsets = inputs[num_tensors : num_tensors + 2]
+        z = tensors[0]
+        noise = counter_normal(keys, offsets, z.shape[-1], z.dtype)
+        out = update(*tensors, noise, *inputs[num_tensors + 2 :])
+        if not donate:
+            return out
+        for old, new in zip(tensors, out, strict=True):
+            if new is not old:  # an unchanged tensor (e.g. a frozen preconditioner) stays
+                old.copy_(new)
+        return None
+
+    return fused
 
 
 class SGState(NamedTuple):

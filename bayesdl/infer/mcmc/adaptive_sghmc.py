@@ -61,6 +61,10 @@ class AdaptiveSGHMC(SGKernel):
         eps: the preconditioner's ``ε``.
         temperature: ``T > 0``.
         gibbs_fn, gibbs_every, gibbs_sites, init_strategy: see :class:`SGKernel`.
+        compile: ``False`` (default), ``True`` or ``"auto"``: the update after the gradient
+            as one compiled kernel with counter-based noise, as for
+            :class:`~bayesdl.infer.mcmc.SGHMC` (compiled and eager runs draw different,
+            equally distributed noise).
 
     Example:
         >>> from bayesdl.infer.mcmc import FunctionPotential, ChainRNG
@@ -89,6 +93,7 @@ class AdaptiveSGHMC(SGKernel):
         gibbs_every: int = 1,
         gibbs_sites: Sequence[str] = (),
         init_strategy: str | dict[str, Tensor] = "uniform",
+        compile: bool | str = False,
     ):
         super().__init__(
             model,
@@ -98,6 +103,7 @@ class AdaptiveSGHMC(SGKernel):
             gibbs_every=gibbs_every,
             gibbs_sites=gibbs_sites,
             init_strategy=init_strategy,
+            compile=compile,
         )
         self.mdecay = _check_number(mdecay, "mdecay", low=0.0, high=1.0)
         self.eps = _check_number(eps, "eps", low=0.0)
@@ -121,28 +127,59 @@ class AdaptiveSGHMC(SGKernel):
         *,
         iteration: int,
         num_warmup: int,
+        donate: bool = False,
     ) -> tuple[AdaptiveSGHMCState, dict[str, Tensor]]:
+        """One step of every chain; ``donate`` as for :meth:`SGHMC.step` (used by the compiled
+        update; the eager one always makes new tensors)."""
         lr = self.current_step_size(iteration)
-        z, v, tau, g_mean, g2_mean = state
+        z = state.z
         u, g = potential.value_and_grad(z, batch)
-        if self.temperature != 1.0:
-            g = g / self.temperature
-        if iteration < num_warmup:
-            r = 1.0 / (tau + 1.0)
-            tau = tau - tau * g_mean.square() / (g2_mean + self.eps) + 1.0
-            g_mean = torch.lerp(g_mean, g, r)
-            g2_mean = torch.lerp(g2_mean, g.square(), r)
-        inv_mass = 1.0 / (g2_mean.sqrt() + self.eps)
-        var = (2 * lr * lr * self.mdecay) * inv_mass - lr**4
-        noise = rng.normal((z.shape[-1],), dtype=z.dtype)
-        noise = noise.mul_(var.clamp_(min=1e-16).sqrt_())
-        v = v * (1 - self.mdecay) - (lr * lr) * inv_mass * g + noise
-        mask = self._dynamic_mask(potential, z)
-        if mask is not None:
-            v.mul_(mask)
-        z = self._gibbs(z + v, potential, rng, iteration)
+        args = (
+            g,
+            lr if self.compile is False else self._scalars(lr)[0],
+            self.temperature,
+            self.mdecay,
+            self.eps,
+            iteration < num_warmup,
+            self._dynamic_mask(potential, z),
+        )
+        new = self._update(_adaptive_sghmc_update, tuple(state), args, rng, donate=donate)
+        z, v, tau, g_mean, g2_mean = new
+        z = self._gibbs(z, potential, rng, iteration)
         info = {"potential_energy": u, "step_size": u.new_full(u.shape, lr)}
         return AdaptiveSGHMCState(z, v, tau, g_mean, g2_mean), info
+
+
+def _adaptive_sghmc_update(
+    z: Tensor,
+    v: Tensor,
+    tau: Tensor,
+    g_mean: Tensor,
+    g2_mean: Tensor,
+    noise: Tensor,
+    g: Tensor,
+    lr: float | Tensor,
+    temperature: float,
+    mdecay: float,
+    eps: float,
+    adapt: bool,
+    mask: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One :class:`AdaptiveSGHMC` update from the gradient ``g`` and standard-normal ``noise``
+    (eager, or compiled with the noise drawn inside): the new ``(z, v, τ, ḡ, v̂)``."""
+    if temperature != 1.0:
+        g = g / temperature
+    if adapt:
+        r = 1.0 / (tau + 1.0)
+        tau = tau - tau * g_mean.square() / (g2_mean + eps) + 1.0
+        g_mean = torch.lerp(g_mean, g, r)
+        g2_mean = torch.lerp(g2_mean, g.square(), r)
+    inv_mass = 1.0 / (g2_mean.sqrt() + eps)
+    var = (2 * lr * lr * mdecay) * inv_mass - lr**4
+    v = v * (1 - mdecay) - (lr * lr) * inv_mass * g + noise * var.clamp(min=1e-16).sqrt()
+    if mask is not None:
+        v = v * mask
+    return z + v, v, tau, g_mean, g2_mean
 
 
 __all__ = ["AdaptiveSGHMC", "AdaptiveSGHMCState"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
 from bayesdl.infer.mcmc._sg_kernel import GibbsFn, SGKernel, SGState, StepSize, _check_number
-from bayesdl.infer.mcmc.counter_rng import counter_normal
 from bayesdl.infer.mcmc.potential import Batch, Potential
 from bayesdl.infer.mcmc.rng import ChainRNG
 
@@ -71,9 +70,6 @@ class SGHMC(SGKernel):
     References:
         T. Chen, E. Fox, C. Guestrin, *Stochastic Gradient Hamiltonian Monte Carlo*, ICML 2014.
     """
-
-    #: :meth:`step` takes ``donate=True`` (the runner passes it)
-    accepts_donated_state: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -194,16 +190,10 @@ class SGHMC(SGKernel):
         sd = math.sqrt(2 * (alpha - beta) * eta * self.temperature)
         mask = self._dynamic_mask(potential, z)
         if self.compile is not False:
-            fn = _sghmc_update_donated if donate else _sghmc_update
-            keys, offsets = self._noise_inputs(rng, z)
             scalars = self._scalars(1 - alpha, -eta, sd)
-            out = self._fused(fn, z.device)(z, v, g, keys, offsets, *scalars, mask)
-            if not donate:
-                z, v = out
-        else:
+            z, v = self._update(_sghmc_update, (z, v), (g, *scalars, mask), rng, donate=donate)
+        else:  # eager: the same update in place, into the donated v or the fresh noise
             noise = rng.normal((dim,), dtype=z.dtype)
-            # v <- (1 - α) v - η g + sd ξ without full-size temporaries: into v itself when it
-            # is donated, else accumulated in the fresh noise tensor
             if donate:
                 v = v.mul_(1 - alpha).add_(g, alpha=-eta).add_(noise, alpha=sd)
             else:
@@ -219,28 +209,19 @@ class SGHMC(SGKernel):
 def _sghmc_update(
     z: Tensor,
     v: Tensor,
+    noise: Tensor,
     g: Tensor,
-    keys: Tensor,
-    offsets: Tensor,
     decay: Tensor,
     neg_eta: Tensor,
     sd: Tensor,
     mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """``v ← (1 − α) v − η g + sd ξ`` (masked) and ``z ← z + v`` with counter-based ``ξ``: the
-    compiled update of :class:`SGHMC` (one pass over ``z``, ``v`` and ``g``)."""
-    noise = counter_normal(keys, offsets, z.shape[-1], z.dtype)
+    """``v ← (1 − α) v − η g + sd ξ`` (masked) and ``z ← z + v``: the compiled update of
+    :class:`SGHMC` (one pass over ``z``, ``v`` and ``g``, the noise drawn inside)."""
     v = decay * v + neg_eta * g + sd * noise
     if mask is not None:
         v = v * mask
     return z + v, v
-
-
-def _sghmc_update_donated(z: Tensor, v: Tensor, *rest: Tensor | None) -> None:
-    """:func:`_sghmc_update` written into ``z`` and ``v`` themselves (a donated state)."""
-    z_new, v_new = _sghmc_update(z, v, *rest)
-    v.copy_(v_new)
-    z.copy_(z_new)
 
 
 __all__ = ["SGHMC"]

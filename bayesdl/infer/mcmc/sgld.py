@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -49,6 +48,10 @@ class SGLD(SGKernel):
         adapt_preconditioner: ``"warmup"`` or ``"always"``.
         temperature: ``T > 0``.
         gibbs_fn, gibbs_every, gibbs_sites, init_strategy: see :class:`SGKernel`.
+        compile: ``False`` (default), ``True`` or ``"auto"``: the update after the gradient
+            as one compiled kernel with counter-based noise, as for
+            :class:`~bayesdl.infer.mcmc.SGHMC` (compiled and eager runs draw different,
+            equally distributed noise).
 
     Example:
         >>> from bayesdl.infer.mcmc import FunctionPotential, ChainRNG
@@ -79,6 +82,7 @@ class SGLD(SGKernel):
         gibbs_every: int = 1,
         gibbs_sites: Sequence[str] = (),
         init_strategy: str | dict[str, Tensor] = "uniform",
+        compile: bool | str = False,
     ):
         super().__init__(
             model,
@@ -88,6 +92,7 @@ class SGLD(SGKernel):
             gibbs_every=gibbs_every,
             gibbs_sites=gibbs_sites,
             init_strategy=init_strategy,
+            compile=compile,
         )
         if not isinstance(preconditioned, bool):
             raise TypeError(f"preconditioned must be a bool, got {type(preconditioned).__name__}")
@@ -123,24 +128,57 @@ class SGLD(SGKernel):
         *,
         iteration: int,
         num_warmup: int,
+        donate: bool = False,
     ) -> tuple[SGLDState, dict[str, Tensor]]:
+        """One step of every chain; ``donate`` as for :meth:`SGHMC.step` (used by the compiled
+        update; the eager one always makes new tensors)."""
         eps = self.current_step_size(iteration)
-        z, g2 = state
+        z = state.z
         u, g = potential.value_and_grad(z, batch)
-        noise = rng.normal((z.shape[-1],), dtype=z.dtype)
-        if self.preconditioned:
-            if self.adapt_preconditioner == "always" or iteration < num_warmup:
-                g2 = torch.lerp(g2, g.square(), 1 - self.rms_decay)
-            p = 1.0 / (self.precond_eps + g2.sqrt())
-            delta = (-eps / 2) * p * g + noise * (eps * self.temperature * p).sqrt()
-        else:
-            delta = torch.add(noise * math.sqrt(eps * self.temperature), g, alpha=-eps / 2)
-        mask = self._dynamic_mask(potential, z)
-        if mask is not None:
-            delta.mul_(mask)
-        z = self._gibbs(z + delta, potential, rng, iteration)
+        adapt = self.preconditioned and (
+            self.adapt_preconditioner == "always" or iteration < num_warmup
+        )
+        args = (
+            g,
+            eps if self.compile is False else self._scalars(eps)[0],
+            self.temperature,
+            1 - self.rms_decay,
+            self.precond_eps,
+            self.preconditioned,
+            adapt,
+            self._dynamic_mask(potential, z),
+        )
+        z, g2 = self._update(_sgld_update, tuple(state), args, rng, donate=donate)
+        z = self._gibbs(z, potential, rng, iteration)
         info = {"potential_energy": u, "step_size": u.new_full(u.shape, eps)}
         return SGLDState(z, g2), info
+
+
+def _sgld_update(
+    z: Tensor,
+    g2: Tensor,
+    noise: Tensor,
+    g: Tensor,
+    eps: float | Tensor,
+    temperature: float,
+    rms_rate: float,
+    precond_eps: float,
+    preconditioned: bool,
+    adapt: bool,
+    mask: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """One :class:`SGLD` update from the gradient ``g`` and standard-normal ``noise`` (eager, or
+    compiled with the noise drawn inside): the new ``(z, g2)``."""
+    if preconditioned:
+        if adapt:
+            g2 = torch.lerp(g2, g.square(), rms_rate)
+        p = 1.0 / (precond_eps + g2.sqrt())
+        delta = (-eps / 2) * p * g + noise * (eps * temperature * p).sqrt()
+    else:
+        delta = noise * (eps * temperature) ** 0.5 - (eps / 2) * g
+    if mask is not None:
+        delta = delta * mask
+    return z + delta, g2
 
 
 __all__ = ["ADAPT_MODES", "SGLD", "SGLDState"]

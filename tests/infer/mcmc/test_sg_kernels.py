@@ -27,7 +27,6 @@ from bayesdl.infer.mcmc import (
     ChainRNG,
     FunctionPotential,
     ModelPotential,
-    SGState,
     cyclical_step_size,
     sample,
 )
@@ -41,14 +40,17 @@ KERNELS = {
     # the compiled update with its counter-based noise (tests/infer/mcmc/test_counter_rng.py)
     "sghmc_compiled": lambda: SGHMC(step_size=2e-5, friction=0.2, compile=True),
     "adaptive_sghmc": lambda: AdaptiveSGHMC(step_size=0.01, mdecay=0.1),
+    "adaptive_sghmc_compiled": lambda: AdaptiveSGHMC(step_size=0.01, mdecay=0.1, compile=True),
     "sgld": lambda: SGLD(step_size=2e-5),
+    "sgld_compiled": lambda: SGLD(step_size=2e-5, compile=True),
     "psgld": lambda: SGLD(step_size=2e-3, preconditioned=True),
+    "psgld_compiled": lambda: SGLD(step_size=2e-3, preconditioned=True, compile=True),
 }
 # Preconditioned dynamics move at a terminal speed of about lr²/mdecay (adaptive SGHMC) or
 # ε/2 (pSGLD), 1e-3 per step here,
 # whatever the gradient's size, so from the uniform(-2, 2) start they need ~2000
 # steps to reach the posterior: they get a longer warm-up.
-WARMUP = {"adaptive_sghmc": 3000, "psgld": 3000}
+WARMUP = {name: 3000 for name in KERNELS if name.startswith(("adaptive_sghmc", "psgld"))}
 
 
 def _run_regression(name: str, scale: int):
@@ -146,7 +148,11 @@ def test_double_well():
 
 
 # ------------------------------------------------------------------ chains and RNG
-@pytest.mark.parametrize("name", ["sghmc", "sghmc_compiled", "adaptive_sghmc", "psgld"])
+@pytest.mark.parametrize(
+    "name",
+    ["sghmc", "sghmc_compiled", "adaptive_sghmc", "adaptive_sghmc_compiled", "psgld"]
+    + ["psgld_compiled"],
+)
 def test_vectorized_equals_sequential(name):
     target = ConjugateRegression.make(n=200)
     kwargs = dict(num_samples=50, warmup=20, num_chains=3, batch_size=50, seed=3)
@@ -312,50 +318,67 @@ def test_pyro_mcmc_runs_sg_kernels(kernel_fn):
 
 
 # ------------------------------------------------------------------ compiled update, donation
-def _sghmc_steps(kernel, *, donate, num_steps=5, chains=3):
-    """``num_steps`` SGHMC steps on a 4-d Gaussian (float64); the states before and after."""
+DONATING = {
+    "sghmc": lambda **kw: SGHMC(step_size=0.05, friction=0.3, **kw),
+    "adaptive_sghmc": lambda **kw: AdaptiveSGHMC(step_size=0.05, mdecay=0.3, **kw),
+    "psgld": lambda **kw: SGLD(step_size=0.05, preconditioned=True, **kw),
+    "sgld": lambda **kw: SGLD(step_size=0.05, **kw),
+}
+
+
+def _sg_steps(kernel, *, donate, num_steps=5, chains=3, num_warmup=3):
+    """``num_steps`` steps (the first ``num_warmup`` adapting) on a 4-d Gaussian (float64):
+    the initial state object, a copy of it taken before stepping, and the final state."""
     u = FunctionPotential(lambda z: 0.5 * (z**2 * torch.arange(1.0, 5.0)).sum(-1), dim=4)
     rng = ChainRNG.from_seed(2, chains)
-    state = kernel.init_state(torch.ones(chains, 4, dtype=torch.float64), u, rng, num_warmup=0)
-    first = SGState(state.z.clone(), state.v.clone())
+    z0 = torch.ones(chains, 4, dtype=torch.float64)
+    state = kernel.init_state(z0, u, rng, num_warmup=num_warmup)
+    first = type(state)(*(t.clone() for t in state))
     kept = state
     for t in range(num_steps):
-        state, _ = kernel.step(state, u, rng, None, iteration=t, num_warmup=0, donate=donate)
+        state, _ = kernel.step(
+            state, u, rng, None, iteration=t, num_warmup=num_warmup, donate=donate
+        )
     return kept, first, state
 
 
 @pytest.mark.parametrize("compile", [False, True])
-def test_sghmc_donated_state_equals_a_fresh_one(compile):
-    make = lambda: SGHMC(step_size=0.05, friction=0.3, compile=compile)  # noqa: E731
-    kept, first, fresh = _sghmc_steps(make(), donate=False)
+@pytest.mark.parametrize("name", sorted(DONATING))
+def test_donated_state_equals_a_fresh_one(name, compile):
+    make = lambda: DONATING[name](compile=compile)  # noqa: E731
+    kept, first, fresh = _sg_steps(make(), donate=False)
     # without donation the input state is untouched
-    assert torch.equal(kept.z, first.z) and torch.equal(kept.v, first.v)
-    kept, _, donated = _sghmc_steps(make(), donate=True)
-    # with it the result lives in the first state's tensors
-    assert donated.z.data_ptr() == kept.z.data_ptr()
+    for a, b in zip(kept, first, strict=True):
+        assert torch.equal(a, b)
+    kept, _, donated = _sg_steps(make(), donate=True)
+    if compile or name == "sghmc":  # these write the result into the first state's tensors
+        assert donated.z.data_ptr() == kept.z.data_ptr()
     # same float64 expressions (eager: identical; compiled: the same fused kernel, in place)
-    torch.testing.assert_close(donated.z, fresh.z, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(donated.v, fresh.v, rtol=1e-12, atol=1e-12)
+    for a, b in zip(donated, fresh, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_sghmc_compiled_equals_its_eager_fallback(monkeypatch):
-    _, _, compiled = _sghmc_steps(SGHMC(step_size=0.05, friction=0.3, compile=True), donate=True)
+@pytest.mark.parametrize("name", sorted(DONATING))
+def test_compiled_equals_its_eager_fallback(name, monkeypatch):
+    _, _, compiled = _sg_steps(DONATING[name](compile=True), donate=True)
     from bayesdl.infer.mcmc import _compile
 
     monkeypatch.setattr(_compile.shutil, "which", lambda name: None)
-    kernel = SGHMC(step_size=0.05, friction=0.3, compile="auto")
+    kernel = DONATING[name](compile="auto")
     with pytest.warns(RuntimeWarning, match="running eagerly"):
-        _, _, eager = _sghmc_steps(kernel, donate=True)
+        _, _, eager = _sg_steps(kernel, donate=True)
     assert kernel.compile_time_s == 0.0
     # float64 round-off of fused vs unfused log / sin / cos over 5 steps
-    torch.testing.assert_close(compiled.z, eager.z, rtol=1e-10, atol=1e-12)
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_sghmc_compiled_kernel_pickles_and_checks_compile():
-    kernel = SGHMC(step_size=0.05, friction=0.3, compile=True)
-    _sghmc_steps(kernel, donate=False, num_steps=1)
+@pytest.mark.parametrize("name", sorted(DONATING))
+def test_compiled_kernel_pickles_and_checks_compile(name):
+    kernel = DONATING[name](compile=True)
+    _sg_steps(kernel, donate=False, num_steps=1)
     assert kernel.compile_time_s >= 0.0
     again = pickle.loads(pickle.dumps(kernel))
     assert again.compile is True and again._fused_steps == {}
     with pytest.raises(ValueError, match="compile must be False, True or 'auto'"):
-        SGHMC(step_size=0.05, compile="yes")
+        DONATING[name](compile="yes")
