@@ -278,10 +278,11 @@ def crash_at_iteration(kernel, iteration_to_crash: int):
     """Make ``kernel.step`` raise at one iteration (a stand-in for a killed process)."""
     step = kernel.step
 
-    def step_or_crash(state, potential, rng, batch, *, iteration, num_warmup):
+    def step_or_crash(state, potential, rng, batch, *, iteration, **kwargs):
         if iteration == iteration_to_crash:
             raise SimulatedCrash(f"simulated crash at iteration {iteration}")
-        return step(state, potential, rng, batch, iteration=iteration, num_warmup=num_warmup)
+        # kwargs: num_warmup, and donate (sample lets SG kernels reuse the old state's memory)
+        return step(state, potential, rng, batch, iteration=iteration, **kwargs)
 
     kernel.step = step_or_crash
     return kernel

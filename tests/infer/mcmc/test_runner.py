@@ -18,6 +18,7 @@ from bayesdl.infer.checkpoint import load_checkpoint
 from bayesdl.infer.mcmc import (
     SGHMC,
     SGLD,
+    AdaptiveSGHMC,
     FunctionPotential,
     NonFiniteSampleError,
     sample,
@@ -181,9 +182,18 @@ def _crashing(potential, after):
     return potential
 
 
+RESUMED_KERNELS = {
+    "sghmc": lambda: SGHMC(step_size=1e-4),
+    # compiled update, counter-based noise, a donated five-tensor state
+    "adaptive_sghmc_compiled": lambda: AdaptiveSGHMC(step_size=1e-3, compile=True),
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(RESUMED_KERNELS))
 @pytest.mark.parametrize("store", ["device", "disk"])
 @pytest.mark.parametrize("chain_method", ["vectorized", "sequential"])
-def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, store, chain_method):
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, store, chain_method, kernel):
+    make = RESUMED_KERNELS[kernel]
     target = ConjugateRegression.make(n=200)
     kwargs = dict(
         num_samples=40,
@@ -195,13 +205,13 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, store, chain
         chain_method=chain_method,
         checkpoint_every=7,
     )
-    full = sample(target.potential(), SGHMC(step_size=1e-4), (target.x, target.y), **kwargs)
+    full = sample(target.potential(), make(), (target.x, target.y), **kwargs)
     where = (lambda name: tmp_path / name) if store == "disk" else (lambda name: "device")
     ckpt = tmp_path / "run.pt"
     with pytest.raises(_Crash):
         sample(
             _crashing(target.potential(), 60),
-            SGHMC(step_size=1e-4),
+            make(),
             (target.x, target.y),
             checkpoint=ckpt,
             store=where("a.npy"),
@@ -210,7 +220,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, store, chain
     assert ckpt.exists()
     resumed = sample(
         target.potential(),
-        SGHMC(step_size=1e-4),
+        make(),
         (target.x, target.y),
         checkpoint=ckpt,
         resume=True,
