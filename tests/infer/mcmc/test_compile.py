@@ -144,6 +144,21 @@ def test_compiled_nuts_short_trees_match_eager(depth):
 
 
 @pytest.mark.slow
+def test_compiled_nuts_deep_trees_match_eager():
+    """A fixed small step makes trees of up to 63 leaves, so sub-trees span several compiled
+    blocks and their U-turn checks use the bookkeeping carried from one call to the next."""
+    kw = {"max_tree_depth": 6, "step_size": 0.05, "adapt_step_size": False}
+    eager = _run(NUTS(adapt_mass_matrix=False, **kw))
+    compiled = _run(NUTS(adapt_mass_matrix=False, compile=True, **kw))
+    depth = eager.sample_stats["tree_depth"]
+    assert int(depth.max()) >= 5  # sub-trees of 16 or more leaves were built
+    assert bool((depth < 6).any())  # and some trajectories ended by a U-turn, not the cap
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    for key in ("num_steps", "tree_depth", "diverging", "accept_prob"):
+        torch.testing.assert_close(compiled.sample_stats[key], eager.sample_stats[key])
+
+
+@pytest.mark.slow
 def test_compiled_nuts_on_a_bnn_potential_matches_eager():
     from bayesdl.likelihoods import GaussianLikelihood
     from bayesdl.nn import BNN
