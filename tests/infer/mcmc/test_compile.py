@@ -147,9 +147,10 @@ def test_compiled_nuts_short_trees_match_eager(depth):
 def test_compiled_nuts_deep_trees_match_eager():
     """A fixed small step makes trees of up to 63 leaves, so sub-trees span several compiled
     blocks and their U-turn checks use the bookkeeping carried from one call to the next."""
-    kw = {"max_tree_depth": 6, "step_size": 0.05, "adapt_step_size": False}
-    eager = _run(NUTS(adapt_mass_matrix=False, **kw))
-    compiled = _run(NUTS(adapt_mass_matrix=False, compile=True, **kw))
+    kw = {"max_tree_depth": 6, "step_size": 0.05}
+    kw.update(adapt_step_size=False, adapt_mass_matrix=False)
+    eager = _run(NUTS(**kw))
+    compiled = _run(NUTS(compile=True, **kw))
     depth = eager.sample_stats["tree_depth"]
     assert int(depth.max()) >= 5  # sub-trees of 16 or more leaves were built
     assert bool((depth < 6).any())  # and some trajectories ended by a U-turn, not the cap
