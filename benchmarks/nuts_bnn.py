@@ -159,13 +159,20 @@ def _count_compiled_gradients(kernel: Any, count: list[int]) -> None:
     """With ``compile=True`` the leapfrog steps bypass ``potential.value_and_grad``: count the
     chain-gradients of the kernel's compiled step function instead (rows of ``z``)."""
     inner = kernel._step_function
+    real_leaves: dict[int, int] = {}  # the kernel's cached `real [K]` rows -> their count
 
     def step_function(potential: Any, device: Any, build: Any) -> Any:
         fn = inner(potential, device, build)
 
         def counted(*args: Any) -> Any:
-            # (batch, z [C, D], ..., log_u [K, C], ...): K leaves of C chains per call
-            count[0] += args[10].shape[0] * args[1].shape[0]
+            # (batch, z [C, D], ..., real [K], ...): K leaves of C chains per call, of which
+            # the `real` ones count (a sub-tree of 1 or 2 leaves runs as a padded block of 4);
+            # the rows are cached tensors, so this syncs once per distinct row, not per call
+            real = args[16]
+            key = real.data_ptr()
+            if key not in real_leaves:
+                real_leaves[key] = int(real.sum())
+            count[0] += real_leaves[key] * args[1].shape[0]
             return fn(*args)
 
         return counted

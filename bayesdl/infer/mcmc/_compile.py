@@ -62,8 +62,11 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
       C++ instead of a Python wrapper, which cost about 140 us per call of a four-leaf NUTS
       block (~60 allocations, stride checks); sampling went from 0.102 to 0.085 ms per leaf for
       one chain. Compiling takes longer the first time on a machine (the 1-chain benchmark's
-      graphs: ~27 s instead of ~23 s into an empty cache; ~4.5 s either way once inductor's
-      on-disk cache holds them).
+      graphs, three of them then: ~27 s instead of ~23 s into an empty cache; ~4.5 s either
+      way once inductor's on-disk cache holds them). Most of a cold compile is the C++
+      compiler and inductor's code generation, in proportion to the number of leaves
+      compiled, which is why NUTS compiles one four-leaf graph and pads the smaller
+      sub-trees (AVX2 machine: ~38 s -> ~20 s for one chain into an empty cache).
     """
     if device.type != "cpu":
         return {}

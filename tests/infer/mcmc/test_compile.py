@@ -132,8 +132,8 @@ def test_compiled_draws_equal_eager_draws(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_compiled_nuts_short_trees_match_eager(depth):
-    """Trees of at most 1, 3 and 7 leaves (sub-trees of 1, 2 and 4 leaves: one compiled block
-    size each): the draws must still equal the eager ones."""
+    """Trees of at most 1, 3 and 7 leaves (blocks of 1, 2 and 4 leaves; the sub-trees of 1 and
+    2 leaves of ``max_tree_depth=3`` run padded): the draws must still equal the eager ones."""
     eager = _run(NUTS(max_tree_depth=depth))
     kernel = NUTS(max_tree_depth=depth, compile=True)
     compiled = _run(kernel)
@@ -141,6 +141,26 @@ def test_compiled_nuts_short_trees_match_eager(depth):
     for key in ("num_steps", "tree_depth", "diverging", "accept_prob"):
         torch.testing.assert_close(compiled.sample_stats[key], eager.sample_stats[key])
     assert 1 <= kernel._compiled[-1].num_compiles <= depth
+
+
+@pytest.mark.slow
+def test_compiled_nuts_padded_blocks_ignore_their_padding():
+    """Sub-trees of one and two leaves run as padded calls of the four-leaf graph. A step far
+    too large with a low divergence threshold makes leaves diverge early, padding leaves
+    included: their divergences, energies and momenta must count for nothing, so the draws and
+    statistics still equal the eager ones, and only one graph is compiled."""
+    kw = {"max_tree_depth": 4, "step_size": 2.5, "max_delta_energy": 2.0}
+    kw.update(adapt_step_size=False, adapt_mass_matrix=False)
+    eager = _run(NUTS(**kw), num_chains=4)
+    kernel = NUTS(compile=True, **kw)
+    compiled = _run(kernel, num_chains=4)
+    stats = eager.sample_stats
+    assert bool(stats["diverging"].any()) and not bool(stats["diverging"].all())
+    assert bool((stats["tree_depth"] <= 2).any())  # trajectories that ended in padded blocks
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    for key in ("num_steps", "tree_depth", "diverging", "accept_prob"):
+        torch.testing.assert_close(compiled.sample_stats[key], stats[key])
+    assert kernel._compiled[-1].num_compiles == 1
 
 
 @pytest.mark.slow
