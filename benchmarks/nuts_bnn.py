@@ -45,15 +45,15 @@ Summary (last line): ``speedup_vs_pyro`` = Pyro's extrapolated wall / bayesdl's 
 ``chains8_over_chains1_time`` = bayesdl wall with 8 vectorised chains / with 1 chain. These use
 the compiled rows when they ran (``summary_rows`` says which; ``--compile both``, the default);
 the same ratios for the eager rows carry an ``_eager`` suffix. One chain's minimum ESS over 300
-draws is a noisy number (on one 2-core AVX2 machine the per-seed ratio was 0.17, 4.99, 0.22,
-1.35 and 0.69 for seeds 0-4, the first including a cold compile), so ``--seeds K`` reruns
+draws is a noisy number (on one 2-core AVX2 machine the per-seed ratio was 0.13, 0.35, 2.77,
+3.63 and 1.13 for seeds 0-4, the first including a cold compile), so ``--seeds K`` reruns
 the 1-chain bayesdl and NumPyro rows for sampler seeds ``--seed`` ... ``--seed + K - 1`` (same
 data) and adds ``ess_per_s_ratio_vs_numpyro_median_over_seeds``.
 
 Compilation: inductor keeps compiled kernels in an on-disk cache, so a second run of this
-script compiles much faster than the first on a machine (one core of a 2-core machine, the
-1-chain run's three graphs: ~4.5 s instead of ~27 s, most of the difference being the C++
-compiler and inductor's code generation); ``--cold-cache`` compiles into a fresh cache
+script compiles much faster than the first on a machine (one core of a 2-core AVX2 machine,
+the 1-chain run's sub-tree loop: ~2.6 s instead of ~27 s, most of the difference being the
+C++ compiler and inductor's code generation); ``--cold-cache`` compiles into a fresh cache
 directory to measure the first run. NumPyro's JIT has no such cache here (JAX's persistent cache is off by default).
 
 Threads: ``torch.set_num_threads(--threads)`` (default 1) and, for NumPyro, XLA's CPU
@@ -158,22 +158,33 @@ def torch_predict(z: torch.Tensor, x_test: torch.Tensor) -> torch.Tensor:
 def _count_compiled_gradients(kernel: Any, count: list[int]) -> None:
     """With ``compile=True`` the leapfrog steps bypass ``potential.value_and_grad``: count the
     chain-gradients of the kernel's compiled step function instead (rows of ``z``)."""
+    from bayesdl.infer.mcmc import NUTS
+
     inner = kernel._step_function
     real_leaves: dict[int, int] = {}  # the kernel's cached `real [K]` rows -> their count
 
-    def step_function(potential: Any, device: Any, build: Any) -> Any:
-        fn = inner(potential, device, build)
+    def step_function(potential: Any, device: Any, build: Any, **kw: Any) -> Any:
+        fn = inner(potential, device, build, **kw)
+        whole_subtree = getattr(build, "__func__", build) is NUTS._subtree_builder
 
         def counted(*args: Any) -> Any:
-            # (batch, z [C, D], ..., real [K], ...): K leaves of C chains per call, of which
-            # the `real` ones count (a sub-tree of 1 or 2 leaves runs as a padded block of 4);
-            # the rows are cached tensors, so this syncs once per distinct row, not per call
-            real = args[16]
-            key = real.data_ptr()
-            if key not in real_leaves:
-                real_leaves[key] = int(real.sum())
-            count[0] += real_leaves[key] * args[1].shape[0]
-            return fn(*args)
+            out = fn(*args)
+            if whole_subtree:
+                # (batch, z [C, D], ..., num_steps [C] (args[14]), ...) -> (..., num_steps
+                # (out[7]), ...): the loop ran a leaf for all C chains while any chain built,
+                # i.e. as many leaves as the chain that built longest (one sync per sub-tree)
+                leaves = int((out[7] - args[14]).max())
+            else:
+                # (batch, z [C, D], ..., real [K], ...): K leaves of C chains per call, of
+                # which the `real` ones count (a sub-tree of 1 or 2 leaves runs as a padded
+                # block of 4); the rows are cached tensors: one sync per distinct row
+                real = args[16]
+                key = real.data_ptr()
+                if key not in real_leaves:
+                    real_leaves[key] = int(real.sum())
+                leaves = real_leaves[key]
+            count[0] += leaves * args[1].shape[0]
+            return out
 
         return counted
 

@@ -231,25 +231,33 @@ class HamiltonianKernel(MCMCKernel):
         return self._compile_time_before + current
 
     def _step_function(
-        self, potential: Potential, device: torch.device, build: Callable[..., Callable[..., Any]]
+        self,
+        potential: Potential,
+        device: torch.device,
+        build: Callable[..., Callable[..., Any]],
+        *,
+        reraise: bool = False,
     ) -> Callable[..., Any]:
         """The kernel's per-leapfrog function for ``potential``: ``build(value_and_grad)``
         eagerly with the potential's own ``value_and_grad`` when ``compile=False``, else
-        compiled with a ``torch.func`` gradient (cached for the last potential used)."""
+        compiled with a ``torch.func`` gradient (cached for the last potential and builder
+        used; ``reraise``: see :class:`CompiledStep`)."""
         if self.compile is False:
             return build(lambda z, batch: potential.value_and_grad(z, batch))
         cached = self._compiled
-        if cached is not None and cached[0] is potential and cached[1] == device:
-            return cached[2]
+        key = (potential, device, getattr(build, "__func__", build))
+        if cached is not None and cached[0] is potential and cached[1:3] == key[1:]:
+            return cached[3]
         if cached is not None:
-            self._compile_time_before += cached[2].compile_time_s
+            self._compile_time_before += cached[3].compile_time_s
         step = CompiledStep(
             build(functional_value_and_grad(potential)),
             mode=self.compile,
             what=f"the {type(self).__name__} leapfrog step",
             device=device,
+            reraise=reraise,
         )
-        self._compiled = (potential, device, step)
+        self._compiled = (*key, step)
         return step
 
     # ------------------------------------------------------------------ functional API

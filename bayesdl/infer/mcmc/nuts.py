@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -18,6 +19,8 @@ from bayesdl.infer.mcmc._hamiltonian import (
 )
 from bayesdl.infer.mcmc.potential import Batch, Potential
 from bayesdl.infer.mcmc.rng import ChainRNG
+
+_log = logging.getLogger(__name__)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -128,8 +131,9 @@ def _leaf_and_checks(
     end_before: Tensor,
 ) -> tuple[Tensor, ...]:
     """:func:`_leaf` plus everything else a leaf does, as one fixed-shape tensor function
-    (``compile=True`` compiles blocks of them, :func:`_leaf_block`): the generalised U-turn checks of every balanced sub-tree ending
-    at this leaf and the stopping masks.
+    (``compile=True`` compiles a loop of them, :func:`_subtree_loop`, or blocks of them,
+    :func:`_leaf_block`): the generalised U-turn checks of every balanced sub-tree ending at
+    this leaf and the stopping masks.
 
     The Python loop of the eager path keeps the U-turn bookkeeping in lists indexed by sub-tree
     size; here slot ``k - 1`` of the ``[J, C, D]`` stacks ``start_p``, ``start_before``,
@@ -258,6 +262,101 @@ def _leaf_block(
             sub_rho, first[0], first[1], *stacks)  # fmt: skip
 
 
+def _subtree_loop(
+    value_and_grad: Callable[..., tuple[Tensor, Tensor]],
+    max_delta_energy: float,
+    batch: Batch | None,
+    z: Tensor,
+    r: Tensor,
+    g: Tensor,
+    half: Tensor,
+    step_mass: Tensor,
+    inv_mass: Tensor,
+    h0: Tensor,
+    sub_log_w: Tensor,
+    sub: Tensor,
+    log_u_all: Tensor,
+    sub_rho: Tensor,
+    building: Tensor,
+    sum_metro: Tensor,
+    num_steps: Tensor,
+    sub_diverged: Tensor,
+    num_leaves: Tensor,
+    starts_all: Tensor,
+    ends_all: Tensor,
+    *stacks: Tensor,
+) -> tuple[Tensor, ...]:
+    """A whole sub-tree of ``num_leaves`` (a 0-d long tensor) leaves as one
+    ``torch._higher_order_ops.while_loop`` over :func:`_leaf_and_checks`, which stops after
+    the last leaf or as soon as no chain builds (the eager loop's test on CPU). Leaf ``n``
+    reads its uniform from row ``num_leaves - 1 + n`` of ``log_u_all [2**depth, C]`` and its
+    slot masks from row ``n`` of ``starts_all``, ``ends_all`` (:func:`_slot_masks`), so one
+    graph, compiled once, serves every depth, and a compiled call costs its per-call overhead
+    once per sub-tree instead of once per leaf or block.
+
+    Returns:
+        what :func:`_leaf_block` returns (``z, r, g, p♯`` of the last leaf, ..., the first
+        leaf's ``r'`` and ``p♯'``, the stacks).
+    """
+    from torch._higher_order_ops import while_loop
+
+    real = torch.ones((), dtype=torch.bool, device=z.device)
+    offset = num_leaves - 1
+
+    def cond(n: Tensor, z: Tensor, r: Tensor, g: Tensor, p: Tensor, building: Tensor,
+             *rest: Tensor) -> Tensor:  # fmt: skip
+        return (n < num_leaves) & building.any()
+
+    def body(n: Tensor, z: Tensor, r: Tensor, g: Tensor, p: Tensor, building: Tensor,
+             sub_diverged: Tensor, sum_metro: Tensor, num_steps: Tensor, sub_log_w: Tensor,
+             sub: Tensor, sub_rho: Tensor, first_r: Tensor, first_p: Tensor,
+             *stacks: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
+        at = n.view(1)
+        log_u = log_u_all.index_select(0, at + offset).squeeze(0)
+        starts = starts_all.index_select(0, at).squeeze(0)
+        ends = ends_all.index_select(0, at).squeeze(0)
+        (z, r, g, r_new, p, building, sub_diverged, sum_metro, num_steps, sub_log_w, sub,
+         sub_rho, *stacks) = _leaf_and_checks(
+            value_and_grad, max_delta_energy, batch, z, r, g, half, step_mass, inv_mass, h0,
+            sub_log_w, sub, log_u, sub_rho, building, sum_metro, num_steps, sub_diverged,
+            real, starts, ends, *stacks,
+        )  # fmt: skip
+        first = n == 0
+        first_r = torch.where(first, r_new, first_r)
+        first_p = torch.where(first, p, first_p)
+        return (n + 1, z, r, g, p, building, sub_diverged, sum_metro, num_steps, sub_log_w,
+                sub, sub_rho, first_r, first_p, *stacks)  # fmt: skip
+
+    n0 = torch.zeros((), dtype=torch.long, device=z.device)
+    if not torch.compiler.is_compiling():
+        # the eager fallback (compile="auto" after a failure): the same loop in Python, as
+        # an eager while_loop would itself call torch.compile
+        carry = (n0, z, r, g, z, building, sub_diverged, sum_metro, num_steps, sub_log_w, sub,
+                 sub_rho, z, z, *stacks)  # fmt: skip
+        while bool(cond(*carry)):
+            carry = body(*carry)
+        return tuple(carry[1:])
+    out = while_loop(
+        cond,
+        body,
+        # distinct tensors for p♯, r', p♯' of the first leaf: carries must not alias
+        # (z, r, g arrive as views of one tensor)
+        (n0, z.clone(), r.clone(), g.clone(), torch.zeros_like(z), building, sub_diverged, sum_metro, num_steps,
+         sub_log_w, sub, sub_rho, torch.zeros_like(z), torch.zeros_like(z), *stacks),
+    )  # fmt: skip
+    return tuple(out[1:])
+
+
+@lru_cache(maxsize=1)
+def _has_while_loop() -> bool:
+    """Whether this torch has the ``while_loop`` control-flow operator."""
+    try:
+        from torch._higher_order_ops import while_loop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @lru_cache(maxsize=16)
 def _slot_masks(depth: int) -> tuple[Tensor, Tensor]:
     """``starts[n, k - 1] = n % 2**k == 0`` and ``ends[n, k - 1] = (n + 1) % 2**k == 0`` for
@@ -336,12 +435,15 @@ class NUTS(HamiltonianKernel):
         compile: ``True`` compiles each leaf's work (the leapfrog step with the potential's
             forward and backward passes, taken by ``torch.func.grad_and_value``, the energy,
             acceptance sums, multinomial choice and U-turn checks) with ``torch.compile``
-            (inductor), four leaves per call of one graph per chain count and dtype (the
-            first sub-trees, of one and two leaves, run as padded calls of the same graph,
-            so there is one graph to compile, not three): several times fewer kernel
-            launches and Python dispatches
-            per gradient, which is what a small network costs (on CPU, with inductor's C++
-            wrapper and ``tanh`` in its decomposed, faster form). The first
+            (inductor), one graph per chain count and dtype: on CPU each sub-tree is one
+            call, a compiled ``while_loop`` over its leaves that stops when every chain has
+            stopped building; elsewhere (or when the loop cannot be compiled, e.g. a
+            potential with a graph break) four leaves per call (the first sub-trees, of one
+            and two leaves, run as padded calls of the same graph). Either way several times
+            fewer kernel launches and Python dispatches per gradient, which is what a small
+            network costs (on CPU, with inductor's C++ wrapper and ``tanh`` in its
+            decomposed, faster form). Distribution validation is off inside the compiled
+            graph (as in Pyro's JIT inference; the eager start still validates). The first
             iteration waits for compilation (seconds; :attr:`compile_time_s` reports it apart
             from sampling); draws equal the eager ones up to floating-point round-off (so
             individual trajectories may part after many iterations). Needs a potential whose
@@ -402,6 +504,18 @@ class NUTS(HamiltonianKernel):
     #: sub-tree (5 padding leaves per iteration)
     _leaves_per_call: int = 4
 
+    #: build each sub-tree in one compiled ``while_loop`` call (:func:`_subtree_loop`):
+    #: ``None`` does so on CPU when torch has the operator, ``True`` / ``False`` force it; set
+    #: to ``False`` on the kernel when the loop fails to compile. Not the default on CUDA:
+    #: the loop's condition is read on the host every leaf (a sync per leaf, where the block
+    #: path syncs at power-of-two leaf counts), and it is untested there
+    _subtree_loop: bool | None = None
+
+    def _use_subtree_loop(self, device: torch.device) -> bool:
+        if self._subtree_loop is not None:
+            return self._subtree_loop
+        return device.type == "cpu" and _has_while_loop()
+
     def _leaf_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
         max_delta = self.max_delta_energy
 
@@ -417,6 +531,14 @@ class NUTS(HamiltonianKernel):
             return _leaf_block(value_and_grad, max_delta, *args)
 
         return leaves
+
+    def _subtree_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
+        max_delta = self.max_delta_energy
+
+        def subtree(*args: Any) -> tuple[Tensor, ...]:
+            return _subtree_loop(value_and_grad, max_delta, *args)
+
+        return subtree
 
     def _transition(
         self,
@@ -460,9 +582,18 @@ class NUTS(HamiltonianKernel):
             leaf_step = self._step_function(potential, z0.device, self._leaf_builder)
             stacks = None
         else:
-            leaf_step = self._step_function(potential, z0.device, self._fused_builder)
             # U-turn bookkeeping stacks [J, C, D] (see _leaf_and_checks), reused across depths
             stacks = [z0.new_zeros(depth_max, num_chains, dim) for _ in range(5)]
+            use_loop = self._use_subtree_loop(z0.device)
+            if use_loop:
+                subtree_step = self._step_function(
+                    potential, z0.device, self._subtree_builder, reraise=True
+                )
+                starts_all, ends_all = (t.to(z0.device) for t in _slot_masks(depth_max))
+                sizes = [torch.tensor(2**j, device=z0.device) for j in range(depth_max)]
+            leaf_step = None if use_loop else self._step_function(
+                potential, z0.device, self._fused_builder
+            )  # fmt: skip
             block = min(self._leaves_per_call, 2 ** (depth_max - 1))
             block_rows = _block_rows(depth_max, block, z0.device)
 
@@ -484,7 +615,26 @@ class NUTS(HamiltonianKernel):
             sub = prop
             first_r = first_p = p = r_new = z_new = g_new = z
             num_leaves = 2**j
-            if stacks is not None:  # compiled: one fused graph per block of leaves
+            looped = False
+            if stacks is not None and use_loop:  # compiled: the sub-tree in one call
+                try:
+                    (z, r, g, p, building, sub_diverged, sum_metro, num_steps, sub_log_w, sub,
+                     sub_rho, first_r, first_p, *stacks) = subtree_step(
+                        batch, z, r, g, half, step_mass, inv_mass, h0, sub_log_w, sub,
+                        log_u_leaf, sub_rho, building, sum_metro, num_steps, sub_diverged,
+                        sizes[j], starts_all, ends_all, *stacks,
+                    )  # fmt: skip
+                    looped = True
+                except Exception as error:  # noqa: BLE001 -- any failure to compile the loop
+                    # (a graph break in the potential, an operator the loop cannot lower):
+                    # it changed nothing, so build this and later sub-trees block by block
+                    _log.info("NUTS: the sub-tree while_loop did not compile (%r); "
+                              "building sub-trees in blocks of leaves", error)  # fmt: skip
+                    self._subtree_loop = use_loop = False
+                    leaf_step = self._step_function(potential, z0.device, self._fused_builder)
+            if looped:
+                pass
+            elif stacks is not None:  # compiled: one fused graph per block of leaves
                 for n in range(0, num_leaves, block):
                     # a sub-tree smaller than a block runs as one padded block
                     real, starts, ends = block_rows[n // block if num_leaves >= block else -1 - j]

@@ -37,6 +37,19 @@ _PRECISION = torch.tensor(
 )
 
 
+@pytest.fixture(params=[True, False], ids=["loop", "blocks"])
+def subtree_loop(request, monkeypatch):
+    """Compiled NUTS both ways on CPU: each sub-tree as one ``while_loop`` call, or in padded
+    blocks of four leaves (the path taken on other devices)."""
+    monkeypatch.setattr(NUTS, "_subtree_loop", request.param)
+    return request.param
+
+
+def _builder(kernel):
+    """The builder of the kernel's cached compiled step."""
+    return kernel._compiled[2]
+
+
 def _gaussian() -> FunctionPotential:
     potential = FunctionPotential(lambda z: 0.5 * ((z @ _PRECISION) * z).sum(-1), dim=3)
     potential.dtype = torch.float64  # the runner's chains follow it
@@ -111,7 +124,9 @@ def test_a_failed_compilation(name, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KERNELS))
-def test_compiled_draws_equal_eager_draws(name):
+def test_compiled_draws_equal_eager_draws(name, subtree_loop):
+    if name == "hmc" and not subtree_loop:
+        pytest.skip("HMC has no sub-trees")
     eager_kernel, compiled_kernel = KERNELS[name](), KERNELS[name](compile=True)
     eager = _run(eager_kernel)
     compiled = _run(compiled_kernel)
@@ -131,7 +146,7 @@ def test_compiled_draws_equal_eager_draws(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_compiled_nuts_short_trees_match_eager(depth):
+def test_compiled_nuts_short_trees_match_eager(depth, subtree_loop):
     """Trees of at most 1, 3 and 7 leaves (blocks of 1, 2 and 4 leaves; the sub-trees of 1 and
     2 leaves of ``max_tree_depth=3`` run padded): the draws must still equal the eager ones."""
     eager = _run(NUTS(max_tree_depth=depth))
@@ -141,6 +156,7 @@ def test_compiled_nuts_short_trees_match_eager(depth):
     for key in ("num_steps", "tree_depth", "diverging", "accept_prob"):
         torch.testing.assert_close(compiled.sample_stats[key], eager.sample_stats[key])
     assert 1 <= kernel._compiled[-1].num_compiles <= depth
+    assert _builder(kernel) is (NUTS._subtree_builder if subtree_loop else NUTS._fused_builder)
 
 
 @pytest.mark.slow
@@ -149,10 +165,11 @@ def test_compiled_nuts_padded_blocks_ignore_their_padding():
     too large with a low divergence threshold makes leaves diverge early, padding leaves
     included: their divergences, energies and momenta must count for nothing, so the draws and
     statistics still equal the eager ones, and only one graph is compiled."""
-    kw = {"max_tree_depth": 4, "step_size": 2.5, "max_delta_energy": 2.0}
+    kw = {"max_tree_depth": 4, "step_size": 1.3, "max_delta_energy": 2.0}
     kw.update(adapt_step_size=False, adapt_mass_matrix=False)
     eager = _run(NUTS(**kw), num_chains=4)
     kernel = NUTS(compile=True, **kw)
+    kernel._subtree_loop = False  # padding belongs to the block path
     compiled = _run(kernel, num_chains=4)
     stats = eager.sample_stats
     assert bool(stats["diverging"].any()) and not bool(stats["diverging"].all())
@@ -164,7 +181,7 @@ def test_compiled_nuts_padded_blocks_ignore_their_padding():
 
 
 @pytest.mark.slow
-def test_compiled_nuts_deep_trees_match_eager():
+def test_compiled_nuts_deep_trees_match_eager(subtree_loop):
     """A fixed small step makes trees of up to 63 leaves, so sub-trees span several compiled
     blocks and their U-turn checks use the bookkeeping carried from one call to the next."""
     kw = {"max_tree_depth": 6, "step_size": 0.05}
@@ -180,7 +197,10 @@ def test_compiled_nuts_deep_trees_match_eager():
 
 
 @pytest.mark.slow
-def test_compiled_nuts_on_a_bnn_potential_matches_eager():
+def test_compiled_nuts_on_a_bnn_potential_matches_eager(subtree_loop):
+    """A network potential built from Pyro distributions, with validation on (conftest): the
+    compiled step runs with it off, so even the ``while_loop`` (which admits no graph break)
+    compiles."""
     from bayesdl.likelihoods import GaussianLikelihood
     from bayesdl.nn import BNN
     from bayesdl.priors import IIDPrior
@@ -197,8 +217,31 @@ def test_compiled_nuts_on_a_bnn_potential_matches_eager():
     )
     potential = BNNPotential(bnn, (x, y))
     eager = _run(NUTS(max_tree_depth=4), potential)
-    compiled = _run(NUTS(max_tree_depth=4, compile=True), potential)
+    kernel = NUTS(max_tree_depth=4, compile=True)
+    compiled = _run(kernel, potential)
     torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    assert _builder(kernel) is (NUTS._subtree_builder if subtree_loop else NUTS._fused_builder)
+
+
+@pytest.mark.slow
+def test_compiled_nuts_falls_back_to_blocks_when_the_loop_cannot_compile():
+    """A potential with a graph break cannot be traced inside a ``while_loop``: the kernel
+    builds its sub-trees in blocks of leaves instead (which tolerate graph breaks), from then
+    on, with the same draws as the eager kernel."""
+
+    def broken(z):
+        torch._dynamo.graph_break()
+        return 0.5 * ((z @ _PRECISION) * z).sum(-1)
+
+    potential = FunctionPotential(broken, dim=3)
+    potential.dtype = torch.float64
+    eager = _run(NUTS(max_tree_depth=4), potential)
+    kernel = NUTS(max_tree_depth=4, compile=True)
+    assert kernel._use_subtree_loop(torch.device("cpu"))
+    compiled = _run(kernel, potential)
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    assert kernel._subtree_loop is False and _builder(kernel) is NUTS._fused_builder
+    assert kernel.compile_time_s > 0.0  # the failed attempt's time is counted too
 
 
 def test_inductor_options_exist_in_this_torch(monkeypatch):
