@@ -69,8 +69,10 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
       compiled, which is why NUTS's block path compiles one four-leaf graph and pads the
       smaller sub-trees (AVX2 machine: ~38 s -> ~20 s for one chain into an empty cache).
       On CPU NUTS builds each sub-tree as one compiled ``while_loop`` instead (one leaf in
-      the loop body, no per-block call: 9,490 instead of 6,940 gradients/s for one chain of
-      that network on the AVX2 machine, ~27 s into an empty cache, ~2.6 s from a warm one).
+      the loop body, no per-block call): 9,490 instead of 6,940 gradients/s for one chain of
+      that network on the AVX2 machine, for a longer first compile (27 s instead of 22 s
+      into an empty cache, of which ~14 s is inductor's one-time start-up, which any first
+      graph pays; ~2.6 s from a warm cache).
     """
     if device.type != "cpu":
         return {}
@@ -116,6 +118,16 @@ def _frames_compiled() -> int:
     return counters["frames"]["total"]
 
 
+class CompileFailed(RuntimeError):
+    """``torch.compile`` of a step failed (raised by a :class:`CompiledStep` with
+    ``reraise=True``; the compiler's error is its ``__cause__``)."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 class CompiledStep:
     """``fn`` compiled by ``torch.compile(dynamic=False)``, with compile-time accounting and
     an eager fallback.
@@ -126,8 +138,10 @@ class CompiledStep:
             warns once and runs ``fn`` eagerly from then on).
         what: what is compiled, for messages.
         device: where it runs (to check that a compiler exists).
-        reraise: a failed compilation raises its own exception unchanged, whatever ``mode``
-            (for a caller that has another way to do the same work).
+        reraise: a failed compilation raises :class:`CompileFailed` (from the compiler's
+            error), whatever ``mode``, for a caller that has another way to do the same work;
+            an error of a call that was not compiling (a graph that already ran) propagates
+            unchanged.
 
     Compiled calls run with Pyro's and ``torch.distributions``' validation off, as Pyro's
     JIT-compiled inference does: its support checks are data-dependent branches that would
@@ -149,6 +163,7 @@ class CompiledStep:
     ):
         self.fn = fn
         self.reraise = reraise
+        self._calls_ok = 0
         self.mode = mode
         self.what = what
         self.compile_time_s = 0.0
@@ -187,13 +202,22 @@ class CompiledStep:
             with pyro.validation_enabled(False):
                 out = self._compiled(*args)
         except Exception as error:  # noqa: BLE001 -- any compiler failure
-            self.compile_time_s += time.perf_counter() - t0
+            # a failure while dynamo traced a frame, or of a step that never ran, is the
+            # compiler's; the attempt's time is compile time
+            compiling = self._calls_ok == 0 or _frames_compiled() != before
+            if compiling:
+                self.compile_time_s += time.perf_counter() - t0
             if self.reraise:
-                raise
+                if not compiling:
+                    raise
+                raise CompileFailed(
+                    f"torch.compile of {self.what} failed ({type(error).__name__}: "
+                    f"{_first_line(error)})"
+                ) from error
             if self.mode is True:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise RuntimeError(
-                    f"torch.compile of {self.what} failed ({type(error).__name__}: {first}); "
+                    f"torch.compile of {self.what} failed ({type(error).__name__}: "
+                    f"{_first_line(error)}); "
                     "pass compile=False (eager) or compile='auto' (fall back to eager)"
                 ) from error
             warnings.warn(
@@ -204,6 +228,7 @@ class CompiledStep:
             )
             self.eager = True
             return self.fn(*args)
+        self._calls_ok += 1
         compiled = _frames_compiled() - before
         if compiled:  # this call traced and compiled a graph (new shapes, strides or dtype)
             self.compile_time_s += time.perf_counter() - t0
@@ -213,6 +238,7 @@ class CompiledStep:
 
 __all__ = [
     "COMPILE_MODES",
+    "CompileFailed",
     "CompiledStep",
     "check_compile",
     "compile_unavailable_reason",

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bayesdl.infer.mcmc._compile import CompileFailed
 from bayesdl.infer.mcmc._hamiltonian import (
     HamiltonianKernel,
     HamiltonianState,
@@ -329,8 +330,8 @@ def _subtree_loop(
 
     n0 = torch.zeros((), dtype=torch.long, device=z.device)
     if not torch.compiler.is_compiling():
-        # the eager fallback (compile="auto" after a failure): the same loop in Python, as
-        # an eager while_loop would itself call torch.compile
+        # run eagerly (compile="auto" without a compiler): the same loop in Python, as an
+        # eager while_loop would itself call torch.compile
         carry = (n0, z, r, g, z, building, sub_diverged, sum_metro, num_steps, sub_log_w, sub,
                  sub_rho, z, z, *stacks)  # fmt: skip
         while bool(cond(*carry)):
@@ -341,20 +342,30 @@ def _subtree_loop(
         body,
         # distinct tensors for p♯, r', p♯' of the first leaf: carries must not alias
         # (z, r, g arrive as views of one tensor)
-        (n0, z.clone(), r.clone(), g.clone(), torch.zeros_like(z), building, sub_diverged, sum_metro, num_steps,
-         sub_log_w, sub, sub_rho, torch.zeros_like(z), torch.zeros_like(z), *stacks),
+        (n0, z.clone(), r.clone(), g.clone(), torch.zeros_like(z), building, sub_diverged,
+         sum_metro, num_steps, sub_log_w, sub, sub_rho, torch.zeros_like(z),
+         torch.zeros_like(z), *stacks),
     )  # fmt: skip
     return tuple(out[1:])
 
 
 @lru_cache(maxsize=1)
 def _has_while_loop() -> bool:
-    """Whether this torch has the ``while_loop`` control-flow operator."""
+    """Whether this torch has the ``while_loop`` control-flow operator (and
+    ``torch.compiler.is_compiling``, which :func:`_subtree_loop` uses)."""
     try:
         from torch._higher_order_ops import while_loop  # noqa: F401
     except ImportError:
         return False
-    return True
+    return hasattr(torch, "compiler") and hasattr(torch.compiler, "is_compiling")
+
+
+@lru_cache(maxsize=16)
+def _loop_constants(depth: int, device: torch.device) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """:func:`_slot_masks` on ``device`` and the sub-tree sizes ``2**j`` as 0-d long tensors,
+    the inputs of :func:`_subtree_loop` that do not change between iterations."""
+    starts, ends = (t.to(device) for t in _slot_masks(depth))
+    return starts, ends, [torch.tensor(2**j, device=device) for j in range(depth)]
 
 
 @lru_cache(maxsize=16)
@@ -442,11 +453,14 @@ class NUTS(HamiltonianKernel):
             and two leaves, run as padded calls of the same graph). Either way several times
             fewer kernel launches and Python dispatches per gradient, which is what a small
             network costs (on CPU, with inductor's C++ wrapper and ``tanh`` in its
-            decomposed, faster form). Distribution validation is off inside the compiled
-            graph (as in Pyro's JIT inference; the eager start still validates). The first
-            iteration waits for compilation (seconds; :attr:`compile_time_s` reports it apart
-            from sampling); draws equal the eager ones up to floating-point round-off (so
-            individual trajectories may part after many iterations). Needs a potential whose
+            decomposed, faster form). Pyro's and ``torch.distributions``' validation is
+            switched off (process-wide) during compiled calls, as Pyro's JIT inference does
+            (the eager start still validates): where an eager step would raise on an invalid
+            value (a NaN network output, say) the compiled one sees a non-finite energy, a
+            divergence. The first iteration waits for compilation (seconds, longer the first
+            time on a machine; :attr:`compile_time_s` reports it apart from sampling); draws
+            equal the eager ones up to floating-point round-off (so individual trajectories
+            may part after many iterations). Needs a potential whose
             ``_value`` is traceable (:class:`~bayesdl.infer.mcmc.FunctionPotential`,
             :class:`~bayesdl.infer.mcmc.BNNPotential`; a Pyro-traced
             :class:`~bayesdl.infer.mcmc.ModelPotential` usually is not) and a C++ compiler on
@@ -505,13 +519,22 @@ class NUTS(HamiltonianKernel):
     _leaves_per_call: int = 4
 
     #: build each sub-tree in one compiled ``while_loop`` call (:func:`_subtree_loop`):
-    #: ``None`` does so on CPU when torch has the operator, ``True`` / ``False`` force it; set
-    #: to ``False`` on the kernel when the loop fails to compile. Not the default on CUDA:
-    #: the loop's condition is read on the host every leaf (a sync per leaf, where the block
-    #: path syncs at power-of-two leaf counts), and it is untested there
+    #: ``None`` does so on CPU when torch has the operator, ``True`` / ``False`` force it. Not
+    #: the default on CUDA: the loop's condition is read on the host every leaf (a sync per
+    #: leaf, where the block path syncs at power-of-two leaf counts), and it is untested there
     _subtree_loop: bool | None = None
 
-    def _use_subtree_loop(self, device: torch.device) -> bool:
+    #: the potential whose loop failed to compile (its sub-trees are built in blocks)
+    _loop_failed_for: Potential | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_loop_failed_for", None)  # a resumed run tries the loop again
+        return state
+
+    def _use_subtree_loop(self, device: torch.device, potential: Potential | None = None) -> bool:
+        if potential is not None and potential is self._loop_failed_for:
+            return False
         if self._subtree_loop is not None:
             return self._subtree_loop
         return device.type == "cpu" and _has_while_loop()
@@ -584,13 +607,12 @@ class NUTS(HamiltonianKernel):
         else:
             # U-turn bookkeeping stacks [J, C, D] (see _leaf_and_checks), reused across depths
             stacks = [z0.new_zeros(depth_max, num_chains, dim) for _ in range(5)]
-            use_loop = self._use_subtree_loop(z0.device)
+            use_loop = self._use_subtree_loop(z0.device, potential)
             if use_loop:
                 subtree_step = self._step_function(
                     potential, z0.device, self._subtree_builder, reraise=True
                 )
-                starts_all, ends_all = (t.to(z0.device) for t in _slot_masks(depth_max))
-                sizes = [torch.tensor(2**j, device=z0.device) for j in range(depth_max)]
+                starts_all, ends_all, sizes = _loop_constants(depth_max, z0.device)
             leaf_step = None if use_loop else self._step_function(
                 potential, z0.device, self._fused_builder
             )  # fmt: skip
@@ -625,15 +647,16 @@ class NUTS(HamiltonianKernel):
                         sizes[j], starts_all, ends_all, *stacks,
                     )  # fmt: skip
                     looped = True
-                except Exception as error:  # noqa: BLE001 -- any failure to compile the loop
-                    # (a graph break in the potential, an operator the loop cannot lower):
-                    # it changed nothing, so build this and later sub-trees block by block
-                    _log.info("NUTS: the sub-tree while_loop did not compile (%r); "
-                              "building sub-trees in blocks of leaves", error)  # fmt: skip
-                    self._subtree_loop = use_loop = False
+                except CompileFailed as error:
+                    # the loop did not compile (a graph break in the potential, an operator
+                    # it cannot lower); the call changed nothing, so this and later sub-trees
+                    # of this potential are built block by block (blocks allow graph breaks)
+                    _log.info("NUTS: %s; building sub-trees in blocks of leaves", error)
+                    self._loop_failed_for = potential
+                    use_loop = False
                     leaf_step = self._step_function(potential, z0.device, self._fused_builder)
             if looped:
-                pass
+                pass  # the whole sub-tree is built
             elif stacks is not None:  # compiled: one fused graph per block of leaves
                 for n in range(0, num_leaves, block):
                     # a sub-tree smaller than a block runs as one padded block

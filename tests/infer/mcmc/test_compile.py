@@ -41,6 +41,10 @@ _PRECISION = torch.tensor(
 def subtree_loop(request, monkeypatch):
     """Compiled NUTS both ways on CPU: each sub-tree as one ``while_loop`` call, or in padded
     blocks of four leaves (the path taken on other devices)."""
+    from bayesdl.infer.mcmc.nuts import _has_while_loop
+
+    if request.param and not _has_while_loop():
+        pytest.skip("this torch has no while_loop operator")
     monkeypatch.setattr(NUTS, "_subtree_loop", request.param)
     return request.param
 
@@ -48,6 +52,11 @@ def subtree_loop(request, monkeypatch):
 def _builder(kernel):
     """The builder of the kernel's cached compiled step."""
     return kernel._compiled[2]
+
+
+def _nuts_builder(subtree_loop):
+    """The builder a compiled NUTS kernel must have used (no silent fallback to blocks)."""
+    return NUTS._subtree_builder if subtree_loop else NUTS._fused_builder
 
 
 def _gaussian() -> FunctionPotential:
@@ -142,13 +151,16 @@ def test_compiled_draws_equal_eager_draws(name, subtree_loop):
     assert 1 <= compiles <= 4
     _run(compiled_kernel, seed=4)
     assert step.num_compiles == compiles
+    if name == "nuts":
+        assert _builder(compiled_kernel) is _nuts_builder(subtree_loop)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_compiled_nuts_short_trees_match_eager(depth, subtree_loop):
-    """Trees of at most 1, 3 and 7 leaves (blocks of 1, 2 and 4 leaves; the sub-trees of 1 and
-    2 leaves of ``max_tree_depth=3`` run padded): the draws must still equal the eager ones."""
+    """Trees of at most 1, 3 and 7 leaves (loop: sub-trees of 1, 2 and 4 leaves; blocks: of 1,
+    2 and 4 leaves per call, the sub-trees of 1 and 2 leaves of ``max_tree_depth=3`` padded):
+    the draws must still equal the eager ones."""
     eager = _run(NUTS(max_tree_depth=depth))
     kernel = NUTS(max_tree_depth=depth, compile=True)
     compiled = _run(kernel)
@@ -156,20 +168,20 @@ def test_compiled_nuts_short_trees_match_eager(depth, subtree_loop):
     for key in ("num_steps", "tree_depth", "diverging", "accept_prob"):
         torch.testing.assert_close(compiled.sample_stats[key], eager.sample_stats[key])
     assert 1 <= kernel._compiled[-1].num_compiles <= depth
-    assert _builder(kernel) is (NUTS._subtree_builder if subtree_loop else NUTS._fused_builder)
+    assert _builder(kernel) is _nuts_builder(subtree_loop)
 
 
 @pytest.mark.slow
-def test_compiled_nuts_padded_blocks_ignore_their_padding():
-    """Sub-trees of one and two leaves run as padded calls of the four-leaf graph. A step far
-    too large with a low divergence threshold makes leaves diverge early, padding leaves
-    included: their divergences, energies and momenta must count for nothing, so the draws and
-    statistics still equal the eager ones, and only one graph is compiled."""
+def test_compiled_nuts_divergences_and_padding(subtree_loop):
+    """A large step with a low divergence threshold makes about half the iterations diverge,
+    some trees after one or two leaves. Loop: a sub-tree must stop at the diverging leaf, and
+    the loop end as soon as no chain builds. Blocks: sub-trees of one and two leaves run as
+    padded calls of the four-leaf graph, and the padding leaves (diverging too) must count for
+    nothing. Either way the draws and statistics equal the eager ones, from one graph."""
     kw = {"max_tree_depth": 4, "step_size": 1.3, "max_delta_energy": 2.0}
     kw.update(adapt_step_size=False, adapt_mass_matrix=False)
     eager = _run(NUTS(**kw), num_chains=4)
     kernel = NUTS(compile=True, **kw)
-    kernel._subtree_loop = False  # padding belongs to the block path
     compiled = _run(kernel, num_chains=4)
     stats = eager.sample_stats
     assert bool(stats["diverging"].any()) and not bool(stats["diverging"].all())
@@ -178,16 +190,20 @@ def test_compiled_nuts_padded_blocks_ignore_their_padding():
     for key in ("num_steps", "tree_depth", "diverging", "accept_prob"):
         torch.testing.assert_close(compiled.sample_stats[key], stats[key])
     assert kernel._compiled[-1].num_compiles == 1
+    assert _builder(kernel) is _nuts_builder(subtree_loop)
 
 
 @pytest.mark.slow
 def test_compiled_nuts_deep_trees_match_eager(subtree_loop):
-    """A fixed small step makes trees of up to 63 leaves, so sub-trees span several compiled
-    blocks and their U-turn checks use the bookkeeping carried from one call to the next."""
+    """A fixed small step makes trees of up to 63 leaves: the loop runs up to 32 iterations, and
+    sub-trees span several compiled blocks whose U-turn checks use the bookkeeping carried
+    from one call to the next."""
     kw = {"max_tree_depth": 6, "step_size": 0.05}
     kw.update(adapt_step_size=False, adapt_mass_matrix=False)
     eager = _run(NUTS(**kw))
-    compiled = _run(NUTS(compile=True, **kw))
+    kernel = NUTS(compile=True, **kw)
+    compiled = _run(kernel)
+    assert _builder(kernel) is _nuts_builder(subtree_loop)
     depth = eager.sample_stats["tree_depth"]
     assert int(depth.max()) >= 5  # sub-trees of 16 or more leaves were built
     assert bool((depth < 6).any())  # and some trajectories ended by a U-turn, not the cap
@@ -220,14 +236,14 @@ def test_compiled_nuts_on_a_bnn_potential_matches_eager(subtree_loop):
     kernel = NUTS(max_tree_depth=4, compile=True)
     compiled = _run(kernel, potential)
     torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
-    assert _builder(kernel) is (NUTS._subtree_builder if subtree_loop else NUTS._fused_builder)
+    assert _builder(kernel) is _nuts_builder(subtree_loop)
 
 
 @pytest.mark.slow
 def test_compiled_nuts_falls_back_to_blocks_when_the_loop_cannot_compile():
     """A potential with a graph break cannot be traced inside a ``while_loop``: the kernel
-    builds its sub-trees in blocks of leaves instead (which tolerate graph breaks), from then
-    on, with the same draws as the eager kernel."""
+    builds that potential's sub-trees in blocks of leaves instead (which tolerate graph
+    breaks), with the same draws as the eager kernel, and still loops for another potential."""
 
     def broken(z):
         torch._dynamo.graph_break()
@@ -240,8 +256,40 @@ def test_compiled_nuts_falls_back_to_blocks_when_the_loop_cannot_compile():
     assert kernel._use_subtree_loop(torch.device("cpu"))
     compiled = _run(kernel, potential)
     torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
-    assert kernel._subtree_loop is False and _builder(kernel) is NUTS._fused_builder
-    assert kernel.compile_time_s > 0.0  # the failed attempt's time is counted too
+    assert kernel._loop_failed_for is potential and _builder(kernel) is NUTS._fused_builder
+    # the failed loop step's time, moved aside when the block step replaced it
+    assert kernel._compile_time_before > 0.0
+    assert kernel.compile_time_s > kernel._compile_time_before
+    _run(kernel)  # a traceable potential: the loop again
+    assert _builder(kernel) is NUTS._subtree_builder
+    clone = pickle.loads(pickle.dumps(kernel))  # a resumed run tries the loop again
+    assert clone._loop_failed_for is None
+
+
+def test_compiled_step_reraise_tells_compile_failures_from_runtime_errors(monkeypatch):
+    """``reraise=True``: a failure of the first call (or of any call that compiled) is a
+    :class:`CompileFailed` from the compiler's error; an error of a graph that already ran
+    propagates unchanged."""
+    calls = []
+
+    def flaky_compile(fn, **kwargs):
+        def compiled(*args):
+            calls.append(args)
+            if len(calls) in (1, 3):
+                raise ValueError(f"call {len(calls)} failed")
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(_compile.torch, "compile", flaky_compile)
+    step = _compile.CompiledStep(lambda x: x + 1, mode=True, what="a step", device="cpu",
+                                 reraise=True)  # fmt: skip
+    with pytest.raises(_compile.CompileFailed, match="a step failed.*call 1 failed") as info:
+        step(torch.zeros(1))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert torch.equal(step(torch.zeros(1)), torch.ones(1))
+    with pytest.raises(ValueError, match="call 3 failed"):
+        step(torch.zeros(1))
 
 
 def test_inductor_options_exist_in_this_torch(monkeypatch):
