@@ -56,6 +56,9 @@ the 1-chain run's sub-tree loop: ~2.6 s instead of ~27 s, most of the difference
 C++ compiler and inductor's code generation); ``--cold-cache`` compiles into a fresh cache
 directory to measure the first run. NumPyro's JIT has no such cache here (JAX's persistent cache is off by default).
 
+Sub-trees: compiled bayesdl NUTS builds each sub-tree as one compiled ``while_loop`` call on
+CPU and in calls of a four-leaf block elsewhere; ``--nuts-subtree loop|blocks`` forces one.
+
 Threads: ``torch.set_num_threads(--threads)`` (default 1) and, for NumPyro, XLA's CPU
 intra-op parallelism is switched off when ``--threads 1`` so every sampler uses one core.
 
@@ -450,7 +453,18 @@ def main() -> None:
         help="compile into a fresh, empty inductor cache (what a first run on a machine "
         "pays); by default inductor reuses its on-disk cache from earlier runs",
     )
+    parser.add_argument(
+        "--nuts-subtree",
+        choices=["auto", "loop", "blocks"],
+        default="auto",
+        help="how compiled bayesdl NUTS builds a sub-tree: one while_loop call (the CPU "
+        "default, 'auto') or calls of a four-leaf block (the default on other devices)",
+    )
     args = parser.parse_args()
+    if args.nuts_subtree != "auto":
+        from bayesdl.infer.mcmc import NUTS
+
+        NUTS._subtree_loop = args.nuts_subtree == "loop"
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.cold_cache:
@@ -477,6 +491,7 @@ def main() -> None:
         "device": str(device),
         "threads": args.threads,
         "inductor_cache": "cold" if args.cold_cache else "default (on-disk, may be warm)",
+        "nuts_subtree": args.nuts_subtree,
         "machine": platform.processor() or platform.machine(),
         **common,
     }
