@@ -18,6 +18,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import pyro
@@ -92,6 +93,33 @@ def _has_inductor_option(key: str) -> bool:
             return False
         node = getattr(node, part)
     return True
+
+
+@lru_cache(maxsize=1)
+def has_while_loop() -> bool:
+    """Whether this torch has the ``while_loop`` control-flow operator (and
+    ``torch.compiler.is_compiling``, which the compiled trajectory loops use)."""
+    try:
+        from torch._higher_order_ops import while_loop  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(torch, "compiler") and hasattr(torch.compiler, "is_compiling")
+
+
+def run_while_loop(
+    cond: Callable[..., Tensor], body: Callable[..., tuple[Tensor, ...]], carry: tuple[Tensor, ...]
+) -> tuple[Tensor, ...]:
+    """``torch._higher_order_ops.while_loop(cond, body, carry)`` when compiling, else the same
+    loop in Python (an eager ``while_loop`` would itself call ``torch.compile``; this runs when
+    compilation is unavailable and ``compile="auto"`` runs the step eagerly). The carries
+    must be distinct tensors, none a view of another."""
+    if not torch.compiler.is_compiling():
+        while bool(cond(*carry)):
+            carry = body(*carry)
+        return tuple(carry)
+    from torch._higher_order_ops import while_loop
+
+    return tuple(while_loop(cond, body, carry))
 
 
 def functional_value_and_grad(potential: Any) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
@@ -244,5 +272,7 @@ __all__ = [
     "check_compile",
     "compile_unavailable_reason",
     "functional_value_and_grad",
+    "has_while_loop",
     "inductor_options",
+    "run_while_loop",
 ]

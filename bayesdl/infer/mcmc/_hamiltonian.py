@@ -12,7 +12,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from bayesdl.infer.mcmc._compile import CompiledStep, check_compile, functional_value_and_grad
+from bayesdl.infer.mcmc._compile import (
+    CompiledStep,
+    check_compile,
+    functional_value_and_grad,
+    has_while_loop,
+)
 from bayesdl.infer.mcmc.adaptation import (
     DualAveraging,
     Welford,
@@ -219,10 +224,24 @@ class HamiltonianKernel(MCMCKernel):
         )
         self.max_delta_energy = _check_float(max_delta_energy, "max_delta_energy", low=0.0)
 
+    #: the potential whose compiled ``while_loop`` failed to compile (the kernel then runs
+    #: that potential's steps as separate compiled calls)
+    _loop_failed_for: Potential | None = None
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_compiled"] = None  # compiled graphs are rebuilt on first use, never pickled
+        state.pop("_loop_failed_for", None)  # a resumed run tries the loop again
         return state
+
+    def _use_loop(self, flag: bool | None, device: torch.device, potential: Potential) -> bool:
+        """Whether to run a compiled ``while_loop`` for ``potential``: ``flag`` when set,
+        else on CPU when torch has the operator; never once it failed for ``potential``."""
+        if potential is not None and potential is self._loop_failed_for:
+            return False
+        if flag is not None:
+            return flag
+        return device.type == "cpu" and has_while_loop()
 
     @property
     def compile_time_s(self) -> float:

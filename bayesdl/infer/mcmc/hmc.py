@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bayesdl.infer.mcmc._compile import CompileFailed, run_while_loop
 from bayesdl.infer.mcmc._hamiltonian import (
     HamiltonianKernel,
     HamiltonianState,
@@ -20,6 +22,8 @@ from bayesdl.infer.mcmc._hamiltonian import (
 )
 from bayesdl.infer.mcmc.potential import Batch, Potential
 from bayesdl.infer.mcmc.rng import ChainRNG
+
+_log = logging.getLogger(__name__)
 
 
 def _leapfrog_builder(value_and_grad: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., Any]:
@@ -36,6 +40,77 @@ def _leapfrog_builder(value_and_grad: Callable[..., tuple[Tensor, Tensor]]) -> C
         return z, r, u, g, _sanitize_energy(u + kinetic_energy(r, inv_mass))
 
     return step
+
+
+def _masked_step(
+    out: tuple[Tensor, ...],
+    max_delta_energy: float,
+    h0: Tensor,
+    steps: Tensor,
+    n: Tensor | int,
+    z: Tensor,
+    r: Tensor,
+    u: Tensor,
+    g: Tensor,
+    moving: Tensor,
+    diverging: Tensor,
+    num_done: Tensor,
+) -> tuple[Tensor, ...]:
+    """Apply leapfrog step ``n``'s output ``out`` (:func:`_leapfrog_builder`) to the chains
+    still moving: a chain stops after its own ``steps`` or at a divergence (energy error above
+    ``max_delta_energy`` or a non-finite gradient), keeping its last valid state."""
+    z_new, r_new, u_new, g_new, h = out
+    bad = (h - h0 > max_delta_energy) | ~torch.isfinite(g_new).all(-1)
+    doing = moving & (n < steps)
+    num_done = num_done + doing.long()
+    diverging = diverging | (doing & bad)
+    moving = doing & ~bad
+    mask = moving.unsqueeze(-1)
+    z = torch.where(mask, z_new, z)
+    r = torch.where(mask, r_new, r)
+    u = torch.where(moving, u_new, u)
+    g = torch.where(mask, g_new, g)
+    return z, r, u, g, moving, diverging, num_done
+
+
+def _trajectory_builder(
+    value_and_grad: Callable[..., tuple[Tensor, Tensor]], max_delta_energy: float
+) -> Callable[..., Any]:
+    """The whole trajectory as one function (a ``while_loop`` when compiled): up to
+    ``longest`` (0-d long) leapfrog steps of :func:`_masked_step`, stopping early once no
+    chain moves (the later steps would change nothing)."""
+    leapfrog = _leapfrog_builder(value_and_grad)
+
+    def trajectory(
+        batch: Batch | None,
+        z: Tensor,
+        r: Tensor,
+        u: Tensor,
+        g: Tensor,
+        step: Tensor,
+        inv_mass: Tensor,
+        h0: Tensor,
+        steps: Tensor,
+        longest: Tensor,
+        moving: Tensor,
+        diverging: Tensor,
+        num_done: Tensor,
+    ) -> tuple[Tensor, ...]:
+        def cond(n: Tensor, z: Tensor, r: Tensor, u: Tensor, g: Tensor, moving: Tensor,
+                 *rest: Tensor) -> Tensor:  # fmt: skip
+            return (n < longest) & moving.any()
+
+        def body(n: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+            out = leapfrog(batch, state[0], state[1], state[3], step, inv_mass)
+            return (n + 1, *_masked_step(out, max_delta_energy, h0, steps, n, *state))
+
+        n0 = torch.zeros((), dtype=torch.long, device=z.device)
+        # fresh carries: none may alias another or an input
+        carry = (n0, z.clone(), r.clone(), u.clone(), g.clone(), moving.clone(),
+                 diverging.clone(), num_done.clone())  # fmt: skip
+        return run_while_loop(cond, body, carry)[1:]
+
+    return trajectory
 
 
 class HMC(HamiltonianKernel):
@@ -71,8 +146,13 @@ class HMC(HamiltonianKernel):
         target_accept_prob: as for :class:`~bayesdl.infer.mcmc.NUTS`.
         max_delta_energy: as for :class:`~bayesdl.infer.mcmc.NUTS`.
         init_strategy: as for :class:`~bayesdl.infer.mcmc.NUTS`.
-        compile: as for :class:`~bayesdl.infer.mcmc.NUTS` (compiles the leapfrog step and its
-            energy).
+        compile: as for :class:`~bayesdl.infer.mcmc.NUTS`: on CPU each trajectory (its
+            leapfrog steps, energies and per-chain stopping) is one compiled ``while_loop``
+            call that ends once no chain moves, elsewhere (or when the loop cannot be
+            compiled, e.g. a potential with a graph break) each leapfrog step is a compiled
+            call. On ``benchmarks/nuts_bnn.py``'s 502-parameter network (one core of a 2-core
+            AVX2 CPU, fixed step, 100 steps per trajectory) the loop took 66 instead of 256 us
+            per step for one chain, 46 instead of 80 us per chain-step for eight.
 
     Example:
         >>> import torch
@@ -129,6 +209,14 @@ class HMC(HamiltonianKernel):
             raise ValueError(f"jitter must lie in [0, 1), got {jitter}")
         self.jitter = jitter
 
+    #: run each trajectory as one compiled ``while_loop`` call (``compile=True``):
+    #: ``None`` does so on CPU when torch has the operator, ``True`` / ``False`` force it
+    #: (elsewhere each leapfrog step is a compiled call; see :attr:`NUTS._subtree_loop`)
+    _trajectory_loop: bool | None = None
+
+    def _trajectory_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
+        return _trajectory_builder(value_and_grad, self.max_delta_energy)
+
     def _transition(
         self,
         state: HamiltonianState,
@@ -154,22 +242,35 @@ class HMC(HamiltonianKernel):
             longest = int(steps.max())  # one sync per iteration
         step = state.step_size.unsqueeze(-1)
         z, r, u, g = z0, r0, u0, g0
-        leapfrog_step = self._step_function(potential, z0.device, _leapfrog_builder)
         moving = torch.ones_like(u0, dtype=torch.bool)
         diverging = torch.zeros_like(moving)
         num_done = torch.zeros_like(steps)
-        for n in range(longest):
-            z_new, r_new, u_new, g_new, h = leapfrog_step(batch, z, r, g, step, inv_mass)
-            bad = (h - h0 > self.max_delta_energy) | ~torch.isfinite(g_new).all(-1)
-            doing = moving & (n < steps)
-            num_done = num_done + doing.long()
-            diverging = diverging | (doing & bad)
-            moving = doing & ~bad
-            mask = moving.unsqueeze(-1)
-            z = torch.where(mask, z_new, z)
-            r = torch.where(mask, r_new, r)
-            u = torch.where(moving, u_new, u)
-            g = torch.where(mask, g_new, g)
+        looped = False
+        if self.compile is not False and self._use_loop(
+            self._trajectory_loop, z0.device, potential
+        ):
+            trajectory = self._step_function(
+                potential, z0.device, self._trajectory_builder, reraise=True
+            )
+            try:
+                z, r, u, g, moving, diverging, num_done = trajectory(
+                    batch, z, r, u, g, step, inv_mass, h0, steps,
+                    torch.tensor(longest, device=z0.device), moving, diverging, num_done,
+                )  # fmt: skip
+                looped = True
+            except CompileFailed as error:
+                # (a graph break in the potential, say): the call changed nothing; this
+                # potential's trajectories run as separate compiled leapfrog steps
+                _log.info("HMC: %s; compiling single leapfrog steps", error)
+                self._loop_failed_for = potential
+        if not looped:
+            leapfrog_step = self._step_function(potential, z0.device, _leapfrog_builder)
+            for n in range(longest):
+                out = leapfrog_step(batch, z, r, g, step, inv_mass)
+                z, r, u, g, moving, diverging, num_done = _masked_step(
+                    out, self.max_delta_energy, h0, steps, n, z, r, u, g, moving, diverging,
+                    num_done,
+                )  # fmt: skip
         h1 = _sanitize_energy(u + kinetic_energy(r, inv_mass))
         accept_prob = torch.where(diverging, 0.0, torch.exp((h0 - h1).clamp(max=0.0)))
         accept = ~diverging & (log_u < h0 - h1)

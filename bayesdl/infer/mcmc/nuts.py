@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bayesdl.infer.mcmc._compile import CompileFailed
+from bayesdl.infer.mcmc._compile import CompileFailed, run_while_loop
 from bayesdl.infer.mcmc._hamiltonian import (
     HamiltonianKernel,
     HamiltonianState,
@@ -299,8 +299,6 @@ def _subtree_loop(
         what :func:`_leaf_block` returns (``z, r, g, p♯`` of the last leaf, ..., the first
         leaf's ``r'`` and ``p♯'``, the stacks).
     """
-    from torch._higher_order_ops import while_loop
-
     real = torch.ones((), dtype=torch.bool, device=z.device)
     offset = num_leaves - 1
 
@@ -329,15 +327,7 @@ def _subtree_loop(
                 sub, sub_rho, first_r, first_p, *stacks)  # fmt: skip
 
     n0 = torch.zeros((), dtype=torch.long, device=z.device)
-    if not torch.compiler.is_compiling():
-        # run eagerly (compile="auto" without a compiler): the same loop in Python, as an
-        # eager while_loop would itself call torch.compile
-        carry = (n0, z, r, g, z, building, sub_diverged, sum_metro, num_steps, sub_log_w, sub,
-                 sub_rho, z, z, *stacks)  # fmt: skip
-        while bool(cond(*carry)):
-            carry = body(*carry)
-        return tuple(carry[1:])
-    out = while_loop(
+    out = run_while_loop(
         cond,
         body,
         # distinct tensors for p♯, r', p♯' of the first leaf: carries must not alias
@@ -347,17 +337,6 @@ def _subtree_loop(
          torch.zeros_like(z), *stacks),
     )  # fmt: skip
     return tuple(out[1:])
-
-
-@lru_cache(maxsize=1)
-def _has_while_loop() -> bool:
-    """Whether this torch has the ``while_loop`` control-flow operator (and
-    ``torch.compiler.is_compiling``, which :func:`_subtree_loop` uses)."""
-    try:
-        from torch._higher_order_ops import while_loop  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(torch, "compiler") and hasattr(torch.compiler, "is_compiling")
 
 
 @lru_cache(maxsize=16)
@@ -524,20 +503,8 @@ class NUTS(HamiltonianKernel):
     #: leaf, where the block path syncs at power-of-two leaf counts), and it is untested there
     _subtree_loop: bool | None = None
 
-    #: the potential whose loop failed to compile (its sub-trees are built in blocks)
-    _loop_failed_for: Potential | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_loop_failed_for", None)  # a resumed run tries the loop again
-        return state
-
     def _use_subtree_loop(self, device: torch.device, potential: Potential | None = None) -> bool:
-        if potential is not None and potential is self._loop_failed_for:
-            return False
-        if self._subtree_loop is not None:
-            return self._subtree_loop
-        return device.type == "cpu" and _has_while_loop()
+        return self._use_loop(self._subtree_loop, device, potential)
 
     def _leaf_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
         max_delta = self.max_delta_energy

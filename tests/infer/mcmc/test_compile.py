@@ -26,6 +26,7 @@ from bayesdl.infer.mcmc import (
     _compile,
     sample,
 )
+from bayesdl.infer.mcmc.hmc import _leapfrog_builder
 
 KERNELS = {
     "nuts": lambda **kw: NUTS(max_tree_depth=5, **kw),
@@ -39,13 +40,13 @@ _PRECISION = torch.tensor(
 
 @pytest.fixture(params=[True, False], ids=["loop", "blocks"])
 def subtree_loop(request, monkeypatch):
-    """Compiled NUTS both ways on CPU: each sub-tree as one ``while_loop`` call, or in padded
-    blocks of four leaves (the path taken on other devices)."""
-    from bayesdl.infer.mcmc.nuts import _has_while_loop
-
-    if request.param and not _has_while_loop():
+    """Compiled kernels both ways on CPU: NUTS builds each sub-tree, HMC each trajectory, as
+    one ``while_loop`` call; or (the path taken on other devices) NUTS in padded blocks of four
+    leaves and HMC one compiled call per leapfrog step."""
+    if request.param and not _compile.has_while_loop():
         pytest.skip("this torch has no while_loop operator")
     monkeypatch.setattr(NUTS, "_subtree_loop", request.param)
+    monkeypatch.setattr(HMC, "_trajectory_loop", request.param)
     return request.param
 
 
@@ -57,6 +58,11 @@ def _builder(kernel):
 def _nuts_builder(subtree_loop):
     """The builder a compiled NUTS kernel must have used (no silent fallback to blocks)."""
     return NUTS._subtree_builder if subtree_loop else NUTS._fused_builder
+
+
+def _hmc_builder(trajectory_loop):
+    """The builder a compiled HMC kernel must have used."""
+    return HMC._trajectory_builder if trajectory_loop else _leapfrog_builder
 
 
 def _gaussian() -> FunctionPotential:
@@ -134,8 +140,6 @@ def test_a_failed_compilation(name, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_compiled_draws_equal_eager_draws(name, subtree_loop):
-    if name == "hmc" and not subtree_loop:
-        pytest.skip("HMC has no sub-trees")
     eager_kernel, compiled_kernel = KERNELS[name](), KERNELS[name](compile=True)
     eager = _run(eager_kernel)
     compiled = _run(compiled_kernel)
@@ -151,8 +155,29 @@ def test_compiled_draws_equal_eager_draws(name, subtree_loop):
     assert 1 <= compiles <= 4
     _run(compiled_kernel, seed=4)
     assert step.num_compiles == compiles
-    if name == "nuts":
-        assert _builder(compiled_kernel) is _nuts_builder(subtree_loop)
+    expected = {"nuts": _nuts_builder, "hmc": _hmc_builder}[name](subtree_loop)
+    assert _builder(compiled_kernel) is expected
+
+
+@pytest.mark.slow
+def test_compiled_hmc_masked_steps_match_eager(subtree_loop):
+    """Jittered trajectory lengths (a different number of steps per chain) and a large step
+    with a low divergence threshold (a third of the trajectories stop at a divergence): the
+    masking of chains that stopped, and the loop's early exit once none moves, leave the draws
+    equal to the eager ones."""
+    kw = {"step_size": 1.2, "trajectory_length": 6.0, "jitter": 0.6, "max_delta_energy": 2.0}
+    kw.update(adapt_step_size=False, adapt_mass_matrix=False)
+    eager = _run(HMC(**kw), num_chains=4)
+    kernel = HMC(compile=True, **kw)
+    compiled = _run(kernel, num_chains=4)
+    stats = eager.sample_stats
+    assert bool(stats["diverging"].any()) and not bool(stats["diverging"].all())
+    steps = stats["num_steps"][~stats["diverging"]]
+    assert int(steps.min()) < int(steps.max())  # chains ran trajectories of different lengths
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    for key in ("num_steps", "diverging", "accept_prob"):
+        torch.testing.assert_close(compiled.sample_stats[key], stats[key])
+    assert _builder(kernel) is _hmc_builder(subtree_loop)
 
 
 @pytest.mark.slow
@@ -237,6 +262,23 @@ def test_compiled_nuts_on_a_bnn_potential_matches_eager(subtree_loop):
     compiled = _run(kernel, potential)
     torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
     assert _builder(kernel) is _nuts_builder(subtree_loop)
+
+
+@pytest.mark.slow
+def test_compiled_hmc_falls_back_to_single_steps_when_the_loop_cannot_compile():
+    def broken(z):
+        torch._dynamo.graph_break()
+        return 0.5 * ((z @ _PRECISION) * z).sum(-1)
+
+    potential = FunctionPotential(broken, dim=3)
+    potential.dtype = torch.float64
+    eager = _run(KERNELS["hmc"](), potential)
+    kernel = KERNELS["hmc"](compile=True)
+    compiled = _run(kernel, potential)
+    torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
+    assert kernel._loop_failed_for is potential and _builder(kernel) is _leapfrog_builder
+    _run(kernel)  # a traceable potential: the loop again
+    assert _builder(kernel) is HMC._trajectory_builder
 
 
 @pytest.mark.slow
