@@ -299,12 +299,26 @@ def run_pyro(
     data: dict[str, np.ndarray], *, warmup: int, samples: int, depth: int, seed: int
 ) -> dict[str, Any]:
     import pyro
-    import pyro.distributions as dist
     from pyro.infer import MCMC
     from pyro.infer import NUTS as PyroNUTS
 
     x = torch.as_tensor(data["x"])
     y = torch.as_tensor(data["y"])
+    model, calls = pyro_model()
+    pyro.set_rng_seed(seed)
+    kernel = PyroNUTS(model, max_tree_depth=depth, target_accept_prob=0.8)
+    mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, disable_progbar=True)
+    t0 = time.perf_counter()
+    mcmc.run(x, y)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "grad_evals": calls[0], "s_per_grad": wall / max(calls[0], 1)}
+
+
+def pyro_model() -> tuple[Any, list[int]]:
+    """The BNN as a Pyro model ``model(x, y)``, and a one-item list counting its calls."""
+    import pyro
+    import pyro.distributions as dist
+
     calls = [0]
 
     def model(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -318,13 +332,7 @@ def run_pyro(
         with pyro.plate("data", x.shape[0]):
             pyro.sample("y", dist.Normal(f, sigma), obs=y)
 
-    pyro.set_rng_seed(seed)
-    kernel = PyroNUTS(model, max_tree_depth=depth, target_accept_prob=0.8)
-    mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, disable_progbar=True)
-    t0 = time.perf_counter()
-    mcmc.run(x, y)
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, "grad_evals": calls[0], "s_per_grad": wall / max(calls[0], 1)}
+    return model, calls
 
 
 # ---------------------------------------------------------------------------------- numpyro

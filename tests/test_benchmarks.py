@@ -23,6 +23,7 @@ EXPECTED_KEYS = {
     "gpvae_tasks.py": {"moving_ball_error", "hmnist_imputation_mse", "seconds_per_epoch"},
     "hierarchical_sghmc.py": {"speedup"},
     "iwae_nll.py": {"digits_nll", "matches_reference"},
+    "hmc_bnn.py": {"loop_speedup_vs_per_step", "loop_speedup_vs_eager", "speedup_vs_pyro"},
     "nuts_bnn.py": {"speedup_vs_pyro", "chains8_over_chains1_time"},
     "sghmc_step.py": {"ratio_vs_sgd"},
     # acc_drop_d010 is also printed, but may be <= 0 (a sign, not a ratio)

@@ -224,8 +224,9 @@ class HamiltonianKernel(MCMCKernel):
         )
         self.max_delta_energy = _check_float(max_delta_energy, "max_delta_energy", low=0.0)
 
-    #: the potential whose compiled ``while_loop`` failed to compile (the kernel then runs
-    #: that potential's steps as separate compiled calls)
+    #: the potential whose compiled ``while_loop`` failed to compile: the kernel then runs
+    #: that potential's steps as separate compiled calls for the rest of the run (a pickled
+    #: or resumed kernel forgets it and tries the loop again)
     _loop_failed_for: Potential | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -245,7 +246,9 @@ class HamiltonianKernel(MCMCKernel):
 
     @property
     def compile_time_s(self) -> float:
-        """Seconds spent compiling the leapfrog step so far (0 when ``compile=False``)."""
+        """Seconds spent compiling so far (0 when ``compile=False``): every compiled
+        function the kernel built (leapfrog steps, leaf blocks, ``while_loop`` trajectories
+        and sub-trees), failed compile attempts included."""
         current = 0.0 if self._compiled is None else self._compiled[-1].compile_time_s
         return self._compile_time_before + current
 
@@ -272,7 +275,7 @@ class HamiltonianKernel(MCMCKernel):
         step = CompiledStep(
             build(functional_value_and_grad(potential)),
             mode=self.compile,
-            what=f"the {type(self).__name__} leapfrog step",
+            what=f"the {type(self).__name__} {'while_loop' if reraise else 'leapfrog step'}",
             device=device,
             reraise=reraise,
         )

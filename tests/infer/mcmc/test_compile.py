@@ -26,6 +26,7 @@ from bayesdl.infer.mcmc import (
     _compile,
     sample,
 )
+from bayesdl.infer.mcmc import hmc as hmc_module
 from bayesdl.infer.mcmc.hmc import _leapfrog_builder
 
 KERNELS = {
@@ -178,6 +179,8 @@ def test_compiled_hmc_masked_steps_match_eager(subtree_loop):
     for key in ("num_steps", "diverging", "accept_prob"):
         torch.testing.assert_close(compiled.sample_stats[key], stats[key])
     assert _builder(kernel) is _hmc_builder(subtree_loop)
+    # no recompiles per trajectory length (the longest one is a tensor of the loop)
+    assert kernel._compiled[-1].num_compiles <= 4
 
 
 @pytest.mark.slow
@@ -266,6 +269,13 @@ def test_compiled_nuts_on_a_bnn_potential_matches_eager(subtree_loop):
 
 @pytest.mark.slow
 def test_compiled_hmc_falls_back_to_single_steps_when_the_loop_cannot_compile():
+    """A potential with a graph break cannot be traced inside a ``while_loop``: the kernel
+    runs that potential's trajectories as separate compiled leapfrog steps (which tolerate
+    graph breaks), with the same draws as the eager kernel, and still loops for another
+    potential."""
+    if not _compile.has_while_loop():
+        pytest.skip("this torch has no while_loop operator")
+
     def broken(z):
         torch._dynamo.graph_break()
         return 0.5 * ((z @ _PRECISION) * z).sum(-1)
@@ -274,11 +284,50 @@ def test_compiled_hmc_falls_back_to_single_steps_when_the_loop_cannot_compile():
     potential.dtype = torch.float64
     eager = _run(KERNELS["hmc"](), potential)
     kernel = KERNELS["hmc"](compile=True)
+    assert kernel._use_loop(kernel._trajectory_loop, torch.device("cpu"), potential)
     compiled = _run(kernel, potential)
     torch.testing.assert_close(compiled.z, eager.z, rtol=0.0, atol=1e-9)
     assert kernel._loop_failed_for is potential and _builder(kernel) is _leapfrog_builder
+    # the failed loop's compile time, moved aside when the single step replaced it
+    assert kernel._compile_time_before > 0.0
     _run(kernel)  # a traceable potential: the loop again
     assert _builder(kernel) is HMC._trajectory_builder
+    clone = pickle.loads(pickle.dumps(kernel))  # a resumed run tries the loop again
+    assert clone._loop_failed_for is None
+
+
+def test_hmc_trajectory_loop_equals_the_step_loop_and_stops_early():
+    """The trajectory function run eagerly (``run_while_loop`` falls back to a Python loop
+    outside compilation) equals the per-step loop of :func:`_masked_step`, and stops once no
+    chain moves: a divergence after the first step of every chain ends it there."""
+    torch.manual_seed(0)
+    potential = _gaussian()
+    vg = potential.value_and_grad
+    z = torch.randn(3, 3, dtype=torch.float64)
+    u, g = vg(z, None)
+    r = torch.randn(3, 3, dtype=torch.float64)
+    inv_mass = torch.ones(3, 3, dtype=torch.float64)
+    h0 = u + 0.5 * (r**2).sum(-1)
+    steps = torch.tensor([2, 5, 7])
+    step = torch.full((3, 1), 0.3, dtype=torch.float64)
+    flags = (torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool),
+             torch.zeros(3, dtype=torch.long))  # fmt: skip
+
+    def step_loop(max_delta, step):
+        leapfrog = _leapfrog_builder(vg)
+        state = (z, r, u, g, *flags)
+        for n in range(7):
+            out = leapfrog(None, state[0], state[1], state[3], step, inv_mass)
+            state = hmc_module._masked_step(out, max_delta, h0, steps, n, *state)
+        return state
+
+    for max_delta, step_, want in ((1000.0, step, [2, 5, 7]), (0.0, 40 * step, [1, 1, 1])):
+        trajectory = hmc_module._trajectory_builder(vg, max_delta)
+        got = trajectory(None, z, r, u, g, step_, inv_mass, h0, steps, torch.tensor(7), *flags)
+        expected = step_loop(max_delta, step_)
+        assert got[-1].tolist() == want  # steps taken per chain
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
 
 
 @pytest.mark.slow
