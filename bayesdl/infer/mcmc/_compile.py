@@ -75,12 +75,40 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
       compilation; eight chains 17,480 instead of 12,460 gradients/s (~14 s of a first
       compile is inductor's one-time start-up, which any first graph pays; ~2.6 s from a
       warm cache).
+    * ``cpp.vec_isa_ok``: the vector instruction set is taken from the CPU's flags (what
+      ``torch.cpu`` reports: AVX2, AVX-512, ...) without inductor's probe, which compiles and
+      loads a test library for each candidate set with the C++ compiler: ~5.5 of the 15.4 s
+      that a first compile of NUTS's sub-tree loop took into an empty cache (2-core AVX-512
+      machine; ~1 s of child processes per process even from a warm cache). Left alone when
+      the user set it (``TORCHINDUCTOR_VEC_ISA_OK``); a compilation that fails with the probe
+      skipped is retried once with it (:class:`CompiledStep`).
     """
     if device.type != "cpu":
         return {}
-    wanted = {"cpp.use_decompose_tanh": True, "cpp_wrapper": True}
+    wanted: dict[str, Any] = {"cpp.use_decompose_tanh": True, "cpp_wrapper": True}
+    if _has_inductor_option("cpp.vec_isa_ok"):
+        from torch._inductor import config
+
+        if config.cpp.vec_isa_ok is None:  # not set by the user
+            wanted[_SKIP_ISA_PROBE] = True
     # torch.compile rejects an option its inductor lacks (use_decompose_tanh is torch >= 2.8)
     return {key: value for key, value in wanted.items() if _has_inductor_option(key)}
+
+
+#: the inductor option that trusts the CPU's flags instead of probing the compiler
+_SKIP_ISA_PROBE = "cpp.vec_isa_ok"
+
+
+def _is_cpp_build_error(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) is inductor's C++ build failure."""
+    seen: set[int] = set()
+    node: BaseException | None = error
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if type(node).__name__ == "CppCompileError":
+            return True
+        node = node.__cause__ or node.__context__
+    return False
 
 
 def _has_inductor_option(key: str) -> bool:
@@ -209,6 +237,7 @@ class CompiledStep:
                 f"compile='auto': {reason}; running eagerly", RuntimeWarning, stacklevel=3
             )
             self._compiled = fn
+            self._options: dict[str, Any] = {}
             return
         # a fresh code object: this wrapper's graphs get their own dynamo cache (and recompile
         # budget) instead of sharing the one of fn's code with every other kernel
@@ -216,10 +245,10 @@ class CompiledStep:
         fresh = types.FunctionType(
             code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
         )
+        self._fresh = fresh
+        self._options = inductor_options(torch.device(device))  # (retry: see __call__)
         t0 = time.perf_counter()  # the first torch.compile of a process imports inductor
-        self._compiled = torch.compile(
-            fresh, dynamic=False, options=inductor_options(torch.device(device))
-        )
+        self._compiled = torch.compile(fresh, dynamic=False, options=self._options)
         self.compile_time_s += time.perf_counter() - t0
 
     def __call__(self, *args: Any) -> Any:
@@ -236,6 +265,14 @@ class CompiledStep:
             compiling = self._calls_ok == 0 or _frames_compiled() != before
             if compiling:
                 self.compile_time_s += time.perf_counter() - t0
+                if self._options.get(_SKIP_ISA_PROBE) and _is_cpp_build_error(error):
+                    # perhaps the compiler cannot build the vector ISA the CPU's flags
+                    # named: compile again with inductor's probe picking it (once)
+                    self._options = {k: v for k, v in self._options.items() if k != _SKIP_ISA_PROBE}
+                    self._compiled = torch.compile(
+                        self._fresh, dynamic=False, options=self._options
+                    )
+                    return self(*args)
             if self.reraise:
                 if not compiling:
                     raise

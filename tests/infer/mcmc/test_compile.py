@@ -394,7 +394,9 @@ def test_inductor_options_exist_in_this_torch(monkeypatch):
         node = config
         for part in key.split("."):
             node = getattr(node, part)
-        assert isinstance(node, bool)
+        # booleans; vec_isa_ok is a tristate whose default None means "probe the compiler"
+        assert isinstance(node, bool) or (key == "cpp.vec_isa_ok" and node is None)
+    assert options.get("cpp.vec_isa_ok") is True
     assert _compile.inductor_options(torch.device("meta")) == {}
     monkeypatch.setattr(
         _compile, "_has_inductor_option", lambda key: key != "cpp.use_decompose_tanh"
@@ -402,6 +404,61 @@ def test_inductor_options_exist_in_this_torch(monkeypatch):
     assert set(_compile.inductor_options(torch.device("cpu"))) == set(options) - {
         "cpp.use_decompose_tanh"
     }
+
+
+def test_a_user_setting_of_the_isa_probe_is_respected():
+    """``TORCHINDUCTOR_VEC_ISA_OK`` (inductor's ``cpp.vec_isa_ok``) set by the user: the
+    kernels leave it alone instead of skipping the probe."""
+    from torch._inductor import config
+
+    for value in (False, True):
+        with config.patch({"cpp.vec_isa_ok": value}):  # (monkeypatch does not restore it)
+            assert "cpp.vec_isa_ok" not in _compile.inductor_options(torch.device("cpu"))
+    assert config.cpp.vec_isa_ok is None
+
+
+def test_a_cpp_build_failure_with_the_isa_probe_skipped_is_retried_with_it(monkeypatch):
+    """A C++ build error while the probe is skipped: compiled again once with inductor's
+    probe (the option dropped), and that compilation's result is used; any other compile
+    error is not retried."""
+    from torch._inductor.exc import CppCompileError
+
+    calls = []
+
+    def fake_compile(fn, *, dynamic, options):
+        calls.append(dict(options))
+
+        def compiled(*args):
+            if options.get("cpp.vec_isa_ok"):
+                try:
+                    raise CppCompileError(["g++"], "unknown flag -mavx512f")
+                except CppCompileError as error:
+                    raise RuntimeError("backend compiler failed") from error
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(_compile.torch, "compile", fake_compile)
+    step = _compile.CompiledStep(lambda x: x + 1, mode=True, what="a step", device="cpu")
+    assert torch.equal(step(torch.zeros(1)), torch.ones(1))
+    assert [c.get("cpp.vec_isa_ok") for c in calls] == [True, None]
+    assert torch.equal(step(torch.ones(1)), 2 * torch.ones(1))
+    assert len(calls) == 2  # retried once, not per call
+
+    def failing_compile(fn, *, dynamic, options):
+        calls.append(dict(options))
+
+        def compiled(*args):
+            raise ValueError("not a C++ build error")
+
+        return compiled
+
+    calls.clear()
+    monkeypatch.setattr(_compile.torch, "compile", failing_compile)
+    step = _compile.CompiledStep(lambda x: x + 1, mode=True, what="a step", device="cpu")
+    with pytest.raises(RuntimeError, match="not a C\\+\\+ build error"):
+        step(torch.zeros(1))
+    assert len(calls) == 1
 
 
 def test_eager_chain_rng_unaffected_by_compile_flag():
