@@ -3,8 +3,9 @@
 The network, data and potential are those of ``benchmarks/nuts_bnn.py`` (500 x 8 inputs, 50
 tanh units, ``Normal(0, 1)`` weights, ``LogNormal(0, 1)`` noise, ``D = 502``). Every row runs
 :class:`bayesdl.infer.mcmc.HMC` with a fixed step size (``--step-size``, no adaptation) and
-``--num-steps`` leapfrog steps per iteration for ``--iterations`` iterations, so every row
-computes the same number of gradients and only the speed per leapfrog step differs:
+``--num-steps`` leapfrog steps per iteration for ``--iterations`` iterations (a chain stops
+at a divergence; rows report the steps taken and the divergences, none at the default step),
+so every row computes the same number of gradients and only the speed per step differs:
 
 * ``eager``: ``HMC(compile=False)``, each leapfrog step in eager PyTorch (autograd);
 * ``per_step``: ``HMC(compile=True)`` with each leapfrog step one compiled call (the path on
@@ -12,12 +13,14 @@ computes the same number of gradients and only the speed per leapfrog step diffe
 * ``loop``: ``HMC(compile=True)`` with each trajectory one compiled ``while_loop`` call (the
   default on CPU);
 * ``pyro``: ``pyro.infer.HMC`` (same step size and number of steps, no adaptation) on the same
-  model written with ``pyro.sample``, 1 chain, ``--pyro-iterations`` iterations.
+  model written with ``pyro.sample``, 1 chain, ``--pyro-iterations`` iterations, timed as
+  the difference between a run of ``1 + --pyro-iterations`` iterations and one of 1
+  (leaving out ``MCMC``'s set-up).
 
 for 1 chain and for 8 chains vectorised on one device (bayesdl rows). Compilation is kept out
 of the timings: each compiled kernel first runs 2 untimed iterations (which compile its graph;
 ``compile_s`` reports that time), then the timed run uses the same kernel. Reported per row:
-``us_per_step`` (wall time / leapfrog steps; one step moves all chains) and
+``us_per_step`` (wall time / leapfrog steps taken per chain; one step moves all chains) and
 ``us_per_chain_step`` (/ chains). NumPyro is not run: its HMC on this network spends most of a
 short run's time outside the leapfrog steps (JIT and set-up, ~1.6 s per ``MCMC.run`` here),
 which a per-step comparison cannot separate out; ``nuts_bnn.py`` compares with NumPyro.
@@ -52,8 +55,11 @@ from nuts_bnn import make_data, pyro_model, torch_potential  # noqa: E402
 ROWS = {"eager": (False, None), "per_step": (True, False), "loop": (True, True)}
 
 
-def _run(potential: Any, kernel: Any, *, iterations: int, num_chains: int, seed: int) -> float:
-    """Seconds for ``iterations`` HMC iterations of ``kernel`` (device synchronised)."""
+def _run(
+    potential: Any, kernel: Any, *, iterations: int, num_chains: int, seed: int
+) -> tuple[float, Any]:
+    """Seconds for ``iterations`` HMC iterations of ``kernel`` (device synchronised), and
+    the run's result."""
     from bayesdl.infer.mcmc import sample
 
     t0 = time.perf_counter()
@@ -67,7 +73,7 @@ def _run(potential: Any, kernel: Any, *, iterations: int, num_chains: int, seed:
         progress=False,
     )
     float(result.z.sum())  # waits for the device
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, result
 
 
 def run_bayesdl(
@@ -103,11 +109,15 @@ def run_bayesdl(
         used = kernel._compiled[2]
         if (used is HMC._trajectory_builder) != loop:
             raise RuntimeError(f"row {row!r} did not run its path (built {used.__name__})")
-    wall = _run(potential, kernel, iterations=iterations, num_chains=num_chains, seed=seed)
-    steps = iterations * num_steps
+    wall, result = _run(potential, kernel, iterations=iterations, num_chains=num_chains, seed=seed)
+    # the leapfrog steps the chains took (a chain stops at a divergence), per chain
+    stats = result.sample_stats
+    steps = float(stats["num_steps"].sum()) / num_chains
     return {
         "wall_s": round(wall, 3),
         "compile_s": round(compile_s, 2),
+        "leapfrog_steps_per_chain": steps,
+        "divergences": int(stats["diverging"].sum()),
         "us_per_step": round(1e6 * wall / steps, 1),
         "us_per_chain_step": round(1e6 * wall / (steps * num_chains), 1),
     }
@@ -123,22 +133,31 @@ def run_pyro(
     x = torch.as_tensor(data["x"])
     y = torch.as_tensor(data["y"])
     model, calls = pyro_model()
-    pyro.set_rng_seed(seed)
-    kernel = PyroHMC(
-        model,
-        step_size=step_size,
-        num_steps=num_steps,
-        adapt_step_size=False,
-        adapt_mass_matrix=False,
-    )
-    mcmc = MCMC(kernel, num_samples=iterations, warmup_steps=0, disable_progbar=True)
-    t0 = time.perf_counter()
-    mcmc.run(x, y)
-    wall = time.perf_counter() - t0
+
+    def run(n: int) -> float:
+        pyro.set_rng_seed(seed)
+        kernel = PyroHMC(
+            model,
+            step_size=step_size,
+            num_steps=num_steps,
+            adapt_step_size=False,
+            adapt_mass_matrix=False,
+        )
+        mcmc = MCMC(kernel, num_samples=n, warmup_steps=0, disable_progbar=True)
+        t0 = time.perf_counter()
+        mcmc.run(x, y)
+        return time.perf_counter() - t0
+
+    # MCMC's set-up (tracing the model, initial values) is left out: the difference of a
+    # 1-iteration run and a (1 + iterations)-iteration run is the time of the iterations
+    short = run(1)
+    before = calls[0]
+    wall = run(1 + iterations) - short
     steps = iterations * num_steps
     return {
         "wall_s": round(wall, 3),
-        "model_calls": calls[0],
+        "setup_and_first_iteration_s": round(short, 3),
+        "model_calls_in_long_run": calls[0] - before,
         "us_per_step": round(1e6 * wall / steps, 1),
         "us_per_chain_step": round(1e6 * wall / steps, 1),
     }

@@ -80,8 +80,11 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
       loads a test library for each candidate set with the C++ compiler: ~5.5 of the 15.4 s
       that a first compile of NUTS's sub-tree loop took into an empty cache (2-core AVX-512
       machine; ~1 s of child processes per process even from a warm cache). Left alone when
-      the user set it (``TORCHINDUCTOR_VEC_ISA_OK``); a compilation that fails with the probe
-      skipped is retried once with it (:class:`CompiledStep`).
+      the user set it (``TORCHINDUCTOR_VEC_ISA_OK``). Inductor keeps the chosen set for the
+      rest of the process, so later ``torch.compile`` calls of the process (the user's own
+      too) use the set the first compilation chose. A compilation that fails to build or
+      load its C++ with the probe skipped is retried once with it, after clearing inductor's
+      choice (:class:`CompiledStep`); the probe then stays on for the process.
     """
     if device.type != "cpu":
         return {}
@@ -89,7 +92,7 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
     if _has_inductor_option("cpp.vec_isa_ok"):
         from torch._inductor import config
 
-        if config.cpp.vec_isa_ok is None:  # not set by the user
+        if config.cpp.vec_isa_ok is None and not _isa_probe_needed:  # not set by the user
             wanted[_SKIP_ISA_PROBE] = True
     # torch.compile rejects an option its inductor lacks (use_decompose_tanh is torch >= 2.8)
     return {key: value for key, value in wanted.items() if _has_inductor_option(key)}
@@ -99,16 +102,41 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
 _SKIP_ISA_PROBE = "cpp.vec_isa_ok"
 
 
+#: set once a compilation with the probe skipped failed: the probe is used from then on
+_isa_probe_needed = False
+
+
 def _is_cpp_build_error(error: BaseException) -> bool:
-    """Whether ``error`` (or an error it was raised from) is inductor's C++ build failure."""
+    """Whether ``error`` (or an error it was raised from) is inductor's C++ build failure or
+    a failure to load the built library."""
     seen: set[int] = set()
     node: BaseException | None = error
     while node is not None and id(node) not in seen:
         seen.add(id(node))
-        if type(node).__name__ == "CppCompileError":
+        if type(node).__name__ == "CppCompileError" or isinstance(node, ImportError | OSError):
             return True
         node = node.__cause__ or node.__context__
     return False
+
+
+def _forget_isa_choice() -> None:
+    """Make inductor choose the vector ISA again, probing the compiler (best effort: it
+    clears the caches of ``torch._inductor.cpu_vec_isa``'s list of valid sets and of the
+    sets' own checks, where this torch has them)."""
+    global _isa_probe_needed
+    _isa_probe_needed = True
+    try:
+        from torch._inductor import cpu_vec_isa
+    except ImportError:
+        return
+    for obj in vars(cpu_vec_isa).values():
+        candidates = [obj] if callable(obj) else []
+        if isinstance(obj, type):
+            candidates = [vars(obj).get(name) for name in ("__bool__", "_VecISA__bool__impl")]
+        for fn in candidates:
+            clear = getattr(fn, "cache_clear", None)
+            if clear is not None:
+                clear()
 
 
 def _has_inductor_option(key: str) -> bool:
@@ -268,6 +296,7 @@ class CompiledStep:
                 if self._options.get(_SKIP_ISA_PROBE) and _is_cpp_build_error(error):
                     # perhaps the compiler cannot build the vector ISA the CPU's flags
                     # named: compile again with inductor's probe picking it (once)
+                    _forget_isa_choice()
                     self._options = {k: v for k, v in self._options.items() if k != _SKIP_ISA_PROBE}
                     self._compiled = torch.compile(
                         self._fresh, dynamic=False, options=self._options

@@ -151,9 +151,9 @@ class HMC(HamiltonianKernel):
             call that ends once no chain moves, elsewhere (or when the loop cannot be
             compiled, e.g. a potential with a graph break) each leapfrog step is a compiled
             call. On ``benchmarks/hmc_bnn.py``'s 502-parameter network (one core of a 2-core
-            AVX-512 CPU, fixed step, 100 steps per trajectory) the loop took 44 instead of
-            147 us per step for one chain (eager: 450 us, Pyro's HMC: 1.36 ms), 54 instead
-            of 82 us per chain-step for eight.
+            AVX-512 CPU, fixed step, 100 steps per trajectory) the loop took 45 instead of
+            149 us per step for one chain (eager: 430 us, Pyro's HMC: 1.3 ms), 49-53 instead
+            of 81-84 us per chain-step for eight.
 
     Example:
         >>> import torch

@@ -321,9 +321,17 @@ def test_hmc_trajectory_loop_equals_the_step_loop_and_stops_early():
             state = hmc_module._masked_step(out, max_delta, h0, steps, n, *state)
         return state
 
+    calls = [0]
+
+    def counted(z, batch):
+        calls[0] += 1
+        return vg(z, batch)
+
     for max_delta, step_, want in ((1000.0, step, [2, 5, 7]), (0.0, 40 * step, [1, 1, 1])):
-        trajectory = hmc_module._trajectory_builder(vg, max_delta)
+        trajectory = hmc_module._trajectory_builder(counted, max_delta)
+        calls[0] = 0
         got = trajectory(None, z, r, u, g, step_, inv_mass, h0, steps, torch.tensor(7), *flags)
+        assert calls[0] == max(want)  # the loop ends with the last moving chain
         expected = step_loop(max_delta, step_)
         assert got[-1].tolist() == want  # steps taken per chain
         for a, b in zip(got, expected, strict=True):
@@ -396,7 +404,8 @@ def test_inductor_options_exist_in_this_torch(monkeypatch):
             node = getattr(node, part)
         # booleans; vec_isa_ok is a tristate whose default None means "probe the compiler"
         assert isinstance(node, bool) or (key == "cpp.vec_isa_ok" and node is None)
-    assert options.get("cpp.vec_isa_ok") is True
+    if config.cpp.vec_isa_ok is None:  # (not set through TORCHINDUCTOR_VEC_ISA_OK)
+        assert options.get("cpp.vec_isa_ok") is True
     assert _compile.inductor_options(torch.device("meta")) == {}
     monkeypatch.setattr(
         _compile, "_has_inductor_option", lambda key: key != "cpp.use_decompose_tanh"
@@ -411,6 +420,8 @@ def test_a_user_setting_of_the_isa_probe_is_respected():
     kernels leave it alone instead of skipping the probe."""
     from torch._inductor import config
 
+    if config.cpp.vec_isa_ok is not None:
+        pytest.skip("TORCHINDUCTOR_VEC_ISA_OK is set in this environment")
     for value in (False, True):
         with config.patch({"cpp.vec_isa_ok": value}):  # (monkeypatch does not restore it)
             assert "cpp.vec_isa_ok" not in _compile.inductor_options(torch.device("cpu"))
@@ -421,8 +432,13 @@ def test_a_cpp_build_failure_with_the_isa_probe_skipped_is_retried_with_it(monke
     """A C++ build error while the probe is skipped: compiled again once with inductor's
     probe (the option dropped), and that compilation's result is used; any other compile
     error is not retried."""
+    from torch._inductor import config
     from torch._inductor.exc import CppCompileError
 
+    if config.cpp.vec_isa_ok is not None:
+        pytest.skip("TORCHINDUCTOR_VEC_ISA_OK is set in this environment")
+    forgot = []
+    monkeypatch.setattr(_compile, "_forget_isa_choice", lambda: forgot.append(True))
     calls = []
 
     def fake_compile(fn, *, dynamic, options):
@@ -442,6 +458,7 @@ def test_a_cpp_build_failure_with_the_isa_probe_skipped_is_retried_with_it(monke
     step = _compile.CompiledStep(lambda x: x + 1, mode=True, what="a step", device="cpu")
     assert torch.equal(step(torch.zeros(1)), torch.ones(1))
     assert [c.get("cpp.vec_isa_ok") for c in calls] == [True, None]
+    assert forgot == [True]  # inductor's cached choice of ISA was cleared before the retry
     assert torch.equal(step(torch.ones(1)), 2 * torch.ones(1))
     assert len(calls) == 2  # retried once, not per call
 
@@ -459,6 +476,43 @@ def test_a_cpp_build_failure_with_the_isa_probe_skipped_is_retried_with_it(monke
     with pytest.raises(RuntimeError, match="not a C\\+\\+ build error"):
         step(torch.zeros(1))
     assert len(calls) == 1
+
+
+def test_forgetting_the_isa_choice_clears_inductors_caches_and_keeps_the_probe(monkeypatch):
+    """After a failure with the probe skipped, inductor chooses its ISA again (its cached
+    list of valid sets is emptied) and later steps of the process keep the probe."""
+    from torch._inductor import config, cpu_vec_isa
+
+    if config.cpp.vec_isa_ok is not None:
+        pytest.skip("TORCHINDUCTOR_VEC_ISA_OK is set in this environment")
+    monkeypatch.setattr(_compile, "_isa_probe_needed", False)
+    cpu_vec_isa.valid_vec_isa_list()  # cached
+    assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 1
+    _compile._forget_isa_choice()
+    assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 0
+    assert "cpp.vec_isa_ok" not in _compile.inductor_options(torch.device("cpu"))
+
+
+def test_eager_hmc_stops_integrating_once_every_chain_diverged():
+    """The per-step leapfrog loop (eager, or compiled step by step) breaks on CPU once no
+    chain moves: with every chain diverging at its first step, one gradient per iteration."""
+    potential = _gaussian()
+    kernel = HMC(num_steps=7, step_size=40.0, max_delta_energy=1e-9,
+                 adapt_step_size=False, adapt_mass_matrix=False)  # fmt: skip
+    rng = ChainRNG.from_seed(0, num_chains=3)
+    state = kernel.init_state(torch.zeros(3, 3, dtype=torch.float64) + 0.5, potential, rng,
+                              num_warmup=0)  # fmt: skip
+    count = [0]
+    inner = potential.value_and_grad
+
+    def counted(z, batch=None):
+        count[0] += 1
+        return inner(z, batch)
+
+    potential.value_and_grad = counted
+    state, info = kernel.step(state, potential, rng, None, iteration=0, num_warmup=0)
+    assert info["diverging"].all() and info["num_steps"].tolist() == [1, 1, 1]
+    assert count[0] == 1
 
 
 def test_eager_chain_rng_unaffected_by_compile_flag():
