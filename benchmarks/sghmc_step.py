@@ -125,18 +125,14 @@ def make_bayesdl(sizes, batches, device, *, compile=False):
     torch.manual_seed(0)
     net = mlp(sizes).to(device)
     x0, y0 = batches[0]
-    # the chain starts where SGD does, at the network's initial weights (the BNN turns the
-    # parameters into sample sites, so they are copied first; a prior draw, N(0, 1) per
-    # weight without fan-in scaling, makes the logits huge and the chain diverge within
-    # ~100 steps)
-    start = {name: p.detach().clone().unsqueeze(0) for name, p in net.named_parameters()}
     bnn = BNN(net, IIDPrior(dist.Normal(0.0, 1.0)), CategoricalLikelihood(N)).to(device)
     potential = BNNPotential(bnn, (x0, y0))
     kernel = SGHMC(step_size=LR, friction=FRICTION, compile=compile)
     rng = ChainRNG.from_seed(0, 1, device=device)
-    z0 = potential.pack(start)
-    if z0.shape != (1, potential.dim):
-        raise RuntimeError(f"packed start has shape {tuple(z0.shape)}, not (1, {potential.dim})")
+    # the chain starts where SGD does, at the network's initial weights (a prior draw,
+    # N(0, 1) per weight without fan-in scaling, makes the logits huge and the chain diverge
+    # within ~100 steps)
+    z0 = potential.initial(1, "module")
     box = {"state": kernel.init_state(z0, potential, rng, num_warmup=0), "t": 0}
     it = itertools.cycle(batches)
 

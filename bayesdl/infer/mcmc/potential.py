@@ -282,8 +282,12 @@ class ModelPotential(Potential):
             strategy: ``"uniform"`` (each unconstrained coordinate uniform on
                 ``(-radius, radius)``, Pyro's and NumPyro's default), ``"prior"`` (a draw from
                 the model for each chain), ``"prototype"`` (the value the model drew when the
-                potential was built, for every chain) or a dict of constrained values
-                ``{name: [C, *shape]}`` or ``{name: shape}`` (the same for every chain).
+                potential was built, for every chain), ``"module"`` (for a
+                :class:`~bayesdl.nn.BNN` model: the network's own current weights, e.g. its
+                PyTorch initialisation or a fitted point estimate, for every chain; other
+                latent sites such as a noise scale take the prototype's value) or a dict of
+                constrained values ``{name: [C, *shape]}`` or ``{name: shape}`` (the same for
+                every chain).
             generator: random stream for ``"uniform"``.
             radius: half-width for ``"uniform"``.
         """
@@ -295,6 +299,23 @@ class ModelPotential(Potential):
         if strategy == "prototype":
             return (
                 self.pack({k: v.unsqueeze(0) for k, v in self._prototype.items()})
+                .expand(num_chains, -1)
+                .clone()
+            )
+        if strategy == "module":
+            net, names = getattr(self.model, "net", None), getattr(self.model, "site_names", None)
+            if not isinstance(net, torch.nn.Module) or names is None:
+                raise ValueError(
+                    "init strategy 'module' needs a bayesdl BNN model (it starts the chains at "
+                    f"the network's weights); got a model of type {type(self.model).__name__}"
+                )
+            weights = set(names)
+            values = {
+                s.name: (net.get_buffer(s.name) if s.name in weights else self._prototype[s.name])
+                for s in self.sites
+            }
+            return (
+                self.pack({k: v.unsqueeze(0) for k, v in values.items()})
                 .expand(num_chains, -1)
                 .clone()
             )
@@ -316,7 +337,8 @@ class ModelPotential(Potential):
                 values[s.name] = v.expand(num_chains, *s.shape) if v.shape == s.shape else v
             return self.pack(values)
         raise ValueError(
-            f"init strategy must be 'uniform', 'prior', 'prototype' or a dict of values, "
+            f"init strategy must be 'uniform', 'prior', 'prototype', 'module' or a dict of "
+            "values, "
             f"got {strategy!r}"
         )
 

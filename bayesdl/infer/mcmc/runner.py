@@ -184,7 +184,8 @@ def sample(
             ``N mod batch_size`` points of each permutation are skipped so every minibatch has
             the same size.
         init: ``"uniform"`` (unconstrained coordinates uniform on ``(-2, 2)``), ``"prior"``,
-            ``"prototype"``, a dict of constrained values, or a tensor ``[D]`` / ``[C, D]``.
+            ``"prototype"``, ``"module"`` (a BNN's own weights), a dict of constrained values, or a
+            tensor ``[D]`` / ``[C, D]``.
         seed: the seed of every random stream (chain ``c`` draws from its own generator).
         checkpoint: file to write atomic checkpoints to (``None``: no checkpoints).
         checkpoint_every: iterations between checkpoints.

@@ -90,3 +90,37 @@ def test_hierarchical_prior_fast_path_equals_model_potential(likelihood, num_cha
         u_traced, g_traced = traced.value_and_grad(z, b)
         torch.testing.assert_close(u_fast, u_traced)
         torch.testing.assert_close(g_fast, g_traced)
+
+
+@pytest.mark.parametrize("cls", [BNNPotential, ModelPotential])
+def test_module_init_starts_at_the_networks_weights(cls):
+    """``initial(C, "module")``: every chain at the network's own weights (the values the BNN
+    kept from the module), the noise scale at the prototype's value."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    weights = {name: p.detach().clone() for name, p in net.named_parameters()}
+    noise = dist.LogNormal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    bnn = BNN(net, IIDPrior(dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)),
+              GaussianLikelihood(10, scale_prior=noise))  # fmt: skip
+    x = torch.randn(10, 2, dtype=torch.float64)
+    potential = cls(bnn, (x, torch.randn(10, dtype=torch.float64)))
+    z = potential.initial(3, "module")
+    assert z.shape == (3, potential.dim) and torch.equal(z[0], z[2])
+    values = potential.unpack(z)
+    for name, w in weights.items():
+        torch.testing.assert_close(values[name], w.expand(3, *w.shape), rtol=0.0, atol=0.0)
+    others = [s.name for s in potential.sites if s.name not in weights]
+    assert others  # the noise scale
+    for name in others:
+        torch.testing.assert_close(values[name][0], potential._prototype[name])
+
+
+def test_module_init_needs_a_bnn():
+    def model(x):
+        import pyro
+
+        pyro.sample("a", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+    potential = ModelPotential(model, (torch.zeros(1),))
+    with pytest.raises(ValueError, match="'module' needs a bayesdl BNN model"):
+        potential.initial(2, "module")
