@@ -49,6 +49,13 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
+#: the inductor option that trusts the CPU's flags instead of probing the compiler
+_SKIP_ISA_PROBE = "cpp.vec_isa_ok"
+
+#: set once a compilation with the probe skipped failed: the probe is used from then on
+_isa_probe_needed = False
+
+
 def inductor_options(device: torch.device) -> dict[str, Any]:
     """Inductor settings for the compiled steps on ``device``; on CPU (measured on one core,
     torch 2.13, AVX-512, ``benchmarks/nuts_bnn.py``'s 502-parameter tanh network):
@@ -88,22 +95,14 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
     """
     if device.type != "cpu":
         return {}
-    wanted: dict[str, Any] = {"cpp.use_decompose_tanh": True, "cpp_wrapper": True}
-    if _has_inductor_option("cpp.vec_isa_ok"):
-        from torch._inductor import config
+    from torch._inductor import config
 
-        if config.cpp.vec_isa_ok is None and not _isa_probe_needed:  # not set by the user
-            wanted[_SKIP_ISA_PROBE] = True
+    wanted: dict[str, Any] = {"cpp.use_decompose_tanh": True, "cpp_wrapper": True}
+    # None: not set by the user (False: this inductor lacks the option)
+    if getattr(config.cpp, "vec_isa_ok", False) is None and not _isa_probe_needed:
+        wanted[_SKIP_ISA_PROBE] = True
     # torch.compile rejects an option its inductor lacks (use_decompose_tanh is torch >= 2.8)
     return {key: value for key, value in wanted.items() if _has_inductor_option(key)}
-
-
-#: the inductor option that trusts the CPU's flags instead of probing the compiler
-_SKIP_ISA_PROBE = "cpp.vec_isa_ok"
-
-
-#: set once a compilation with the probe skipped failed: the probe is used from then on
-_isa_probe_needed = False
 
 
 def _is_cpp_build_error(error: BaseException) -> bool:
@@ -130,9 +129,10 @@ def _forget_isa_choice() -> None:
     except ImportError:
         return
     for obj in vars(cpu_vec_isa).values():
-        candidates = [obj] if callable(obj) else []
-        if isinstance(obj, type):
+        if isinstance(obj, type):  # the sets' cached checks
             candidates = [vars(obj).get(name) for name in ("__bool__", "_VecISA__bool__impl")]
+        else:  # cached module functions (valid_vec_isa_list)
+            candidates = [obj]
         for fn in candidates:
             clear = getattr(fn, "cache_clear", None)
             if clear is not None:

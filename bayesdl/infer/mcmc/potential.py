@@ -296,29 +296,20 @@ class ModelPotential(Potential):
                 num_chains, self.dim, generator=generator, dtype=self.dtype, device=self.device
             )
             return (2 * u - 1) * radius
-        if strategy == "prototype":
-            return (
-                self.pack({k: v.unsqueeze(0) for k, v in self._prototype.items()})
-                .expand(num_chains, -1)
-                .clone()
-            )
-        if strategy == "module":
-            net, names = getattr(self.model, "net", None), getattr(self.model, "site_names", None)
-            if not isinstance(net, torch.nn.Module) or names is None:
-                raise ValueError(
-                    "init strategy 'module' needs a bayesdl BNN model (it starts the chains at "
-                    f"the network's weights); got a model of type {type(self.model).__name__}"
-                )
-            weights = set(names)
-            values = {
-                s.name: (net.get_buffer(s.name) if s.name in weights else self._prototype[s.name])
-                for s in self.sites
-            }
-            return (
-                self.pack({k: v.unsqueeze(0) for k, v in values.items()})
-                .expand(num_chains, -1)
-                .clone()
-            )
+        if strategy in ("prototype", "module"):
+            values = dict(self._prototype)
+            if strategy == "module":
+                net = getattr(self.model, "net", None)
+                names = getattr(self.model, "site_names", None)
+                if not isinstance(net, torch.nn.Module) or names is None:
+                    raise ValueError(
+                        "init strategy 'module' needs a bayesdl BNN model (it starts the chains "
+                        "at the network's weights); got a model of type "
+                        f"{type(self.model).__name__}"
+                    )
+                values.update((name, net.get_buffer(name)) for name in names if name in values)
+            z = self.pack({k: v.unsqueeze(0) for k, v in values.items()})
+            return z.expand(num_chains, -1).clone()
         if strategy == "prior":
             draws = []
             for _ in range(num_chains):
@@ -337,9 +328,8 @@ class ModelPotential(Potential):
                 values[s.name] = v.expand(num_chains, *s.shape) if v.shape == s.shape else v
             return self.pack(values)
         raise ValueError(
-            f"init strategy must be 'uniform', 'prior', 'prototype', 'module' or a dict of "
-            "values, "
-            f"got {strategy!r}"
+            "init strategy must be 'uniform', 'prior', 'prototype', 'module' or a dict of "
+            f"values, got {strategy!r}"
         )
 
     # ------------------------------------------------------------------ value
