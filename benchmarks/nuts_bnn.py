@@ -56,8 +56,10 @@ the 1-chain run's sub-tree loop: ~2.6 s instead of ~27 s, most of the difference
 C++ compiler and inductor's code generation); ``--cold-cache`` compiles into a fresh cache
 directory to measure the first run. NumPyro's JIT has no such cache here (JAX's persistent cache is off by default).
 
-Sub-trees: compiled bayesdl NUTS builds each sub-tree as one compiled ``while_loop`` call on
-CPU and in calls of a four-leaf block elsewhere; ``--nuts-subtree loop|blocks`` forces one.
+Trees: compiled bayesdl NUTS builds each trajectory as one compiled call on CPU (a
+``while_loop`` over the doublings around one over a sub-tree's leaves) and in calls of a
+four-leaf block elsewhere; ``--nuts-subtree tree|loop|blocks`` forces one (``loop``: one
+``while_loop`` call per sub-tree, the CPU path before the whole-tree loop).
 
 Threads: ``torch.set_num_threads(--threads)`` (default 1) and, for NumPyro, XLA's CPU
 intra-op parallelism is switched off when ``--threads 1`` so every sampler uses one core.
@@ -168,11 +170,16 @@ def _count_compiled_gradients(kernel: Any, count: list[int]) -> None:
 
     def step_function(potential: Any, device: Any, build: Any, **kw: Any) -> Any:
         fn = inner(potential, device, build, **kw)
-        whole_subtree = getattr(build, "__func__", build) is NUTS._subtree_builder
+        builder = getattr(build, "__func__", build)
+        whole_tree = builder is NUTS._tree_builder
+        whole_subtree = builder is NUTS._subtree_builder
 
         def counted(*args: Any) -> Any:
             out = fn(*args)
-            if whole_subtree:
+            if whole_tree:
+                # (..., leaves): the loops ran a leaf for all C chains while any chain built
+                leaves = int(out[5])
+            elif whole_subtree:
                 # (batch, z [C, D], ..., num_steps [C] (args[14]), ...) -> (..., num_steps
                 # (out[7]), ...): the loop ran a leaf for all C chains while any chain built,
                 # i.e. as many leaves as the chain that built longest (one sync per sub-tree)
@@ -463,16 +470,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--nuts-subtree",
-        choices=["auto", "loop", "blocks"],
+        choices=["auto", "tree", "loop", "blocks"],
         default="auto",
-        help="how compiled bayesdl NUTS builds a sub-tree: one while_loop call (the CPU "
-        "default, 'auto') or calls of a four-leaf block (the default on other devices)",
+        help="how compiled bayesdl NUTS builds its trees: the whole trajectory in one "
+        "while_loop call ('tree', the CPU default, 'auto'), one while_loop call per sub-tree "
+        "('loop') or calls of a four-leaf block (the default on other devices)",
     )
     args = parser.parse_args()
     if args.nuts_subtree != "auto":
         from bayesdl.infer.mcmc import NUTS
 
-        NUTS._subtree_loop = args.nuts_subtree == "loop"
+        NUTS._subtree_loop = args.nuts_subtree != "blocks"
+        NUTS._whole_tree = args.nuts_subtree == "tree"
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.cold_cache:
@@ -609,6 +618,7 @@ def main() -> None:
             # seeds, each seed's ratio from its own pair of runs
             seeds = list(range(args.seed, args.seed + args.seeds))
             ratios = [summary["ess_per_s_ratio_vs_numpyro"]]
+            rates = [(b1["ess_per_s"], n1["ess_per_s"])]
             for seed in seeds[1:]:
                 b = run_bayesdl(
                     data, num_chains=1, device=device, seed=seed,
@@ -618,8 +628,14 @@ def main() -> None:
                 n = run_numpyro(data, num_chains=1, seed=seed, **common)
                 emit({"impl": "numpyro", "chains": 1, "seed": seed, **n})
                 ratios.append(b["ess_per_s"] / n["ess_per_s"])
+                rates.append((b["ess_per_s"], n["ess_per_s"]))
             summary["ess_per_s_ratio_vs_numpyro_per_seed"] = ratios
             summary["ess_per_s_ratio_vs_numpyro_median_over_seeds"] = float(np.median(ratios))
+            # the mean ESS/s of each library over the seeds, then their ratio: each seed's
+            # ratio divides one noisy ESS by another, so its median still swings several-fold
+            # between sets of seeds where the ratio of means (over the same runs) moves less
+            mean_b, mean_n = np.mean(rates, axis=0)
+            summary["ess_per_s_ratio_vs_numpyro_of_means_over_seeds"] = float(mean_b / mean_n)
             summary["seeds"] = seeds
     emit(summary)
 

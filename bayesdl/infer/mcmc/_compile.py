@@ -81,7 +81,8 @@ def inductor_options(device: torch.device) -> dict[str, Any]:
       cache: one chain 10,600 instead of 7,270 gradients/s and 21 s instead of 30 s of
       compilation; eight chains 17,480 instead of 12,460 gradients/s (~14 s of a first
       compile is inductor's one-time start-up, which any first graph pays; ~2.6 s from a
-      warm cache).
+      warm cache). NUTS now builds the whole trajectory in one such call on CPU
+      (``NUTS._whole_tree``: a loop over doublings around the sub-tree loop).
     * ``cpp.vec_isa_ok``: the vector instruction set is taken from the CPU's flags (what
       ``torch.cpu`` reports: AVX2, AVX-512, ...) without inductor's probe, which compiles and
       loads a test library for each candidate set with the C++ compiler: ~5.5 of the 15.4 s

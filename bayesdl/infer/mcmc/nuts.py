@@ -339,6 +339,103 @@ def _subtree_loop(
     return tuple(out[1:])
 
 
+def _tree_loop(
+    value_and_grad: Callable[..., tuple[Tensor, Tensor]],
+    max_delta_energy: float,
+    max_tree_depth: int,
+    batch: Batch | None,
+    z0: Tensor,
+    r0: Tensor,
+    g0: Tensor,
+    p0: Tensor,
+    u0: Tensor,
+    h0: Tensor,
+    step: Tensor,
+    inv_mass: Tensor,
+    forward_all: Tensor,
+    log_u_merge: Tensor,
+    log_u_leaf: Tensor,
+    starts_all: Tensor,
+    ends_all: Tensor,
+    *stacks: Tensor,
+) -> tuple[Tensor, ...]:
+    """A whole NUTS trajectory, every chain at once, as one ``while_loop`` over the tree
+    doublings whose body builds the sub-tree (:func:`_subtree_loop`, a ``while_loop`` over its
+    leaves) and merges it: the same arithmetic, in the same order, as the Python loop over
+    depths in :meth:`NUTS._transition`, so one compiled call per iteration replaces a call and
+    some twenty small eager operations per doubling (on CPU ~7 us per leaf of the benchmark's
+    network, a tenth of it).
+
+    ``forward_all [C, J]`` and ``log_u_merge [C, J]`` hold each doubling's direction and merge
+    uniform, ``log_u_leaf [2**J, C]`` the leaves' uniforms, ``step [C, 1]`` the step sizes.
+
+    Returns:
+        the proposal ``[z | grad | U | H]`` ``[C, 2D + 2]``, ``diverging``, ``depth``,
+        ``num_steps``, ``sum_metro`` ``[C]`` and the number of leaves computed for all chains
+        together (a 0-d long tensor: the loop runs a leaf while any chain builds).
+    """
+    num_chains, dim = z0.shape
+    device = z0.device
+    one = torch.ones((), dtype=torch.long, device=device)
+
+    def cond(j: Tensor, left: Tensor, right: Tensor, rho: Tensor, log_w: Tensor,
+             prop: Tensor, active: Tensor, *rest: Tensor) -> Tensor:  # fmt: skip
+        return (j < max_tree_depth) & active.any()
+
+    def body(j: Tensor, left: Tensor, right: Tensor, rho: Tensor, log_w: Tensor, prop: Tensor,
+             active: Tensor, diverging: Tensor, depth: Tensor, num_steps: Tensor,
+             sum_metro: Tensor, leaves: Tensor, *stacks: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
+        at = j.view(1)
+        forward = forward_all.index_select(1, at).squeeze(1)
+        fwd3 = forward.view(1, -1, 1)
+        start = torch.where(fwd3, right, left)
+        p_far = torch.where(fwd3, left, right)[3]
+        z, r, g, p_near = start.unbind(0)
+        signed_step = torch.where(forward.unsqueeze(-1), step, -step)
+        num_leaves = torch.bitwise_left_shift(one, j)
+        steps_before = num_steps
+        (z, r, g, p, valid, sub_diverged, sum_metro, num_steps, sub_log_w, sub, sub_rho,
+         first_r, first_p, *stacks) = _subtree_loop(
+            value_and_grad, max_delta_energy, batch, z, r, g, 0.5 * signed_step,
+            signed_step * inv_mass, inv_mass, h0, torch.full_like(u0, -math.inf), prop,
+            log_u_leaf, torch.zeros_like(z0), active, sum_metro, num_steps,
+            torch.zeros_like(active), num_leaves, starts_all, ends_all, *stacks,
+        )  # fmt: skip
+        leaves = leaves + (num_steps - steps_before).max()
+        diverging = diverging | sub_diverged
+        depth = torch.where(active, j + 1, depth)
+        take = valid & (log_u_merge.index_select(1, at).squeeze(1) < sub_log_w - log_w)
+        prop = torch.where(take.unsqueeze(-1), sub, prop)
+        log_w = torch.where(valid, torch.logaddexp(log_w, sub_log_w), log_w)
+        rho = torch.where(valid.unsqueeze(-1), rho + sub_rho, rho)
+        outer = torch.stack([z, r, g, p])
+        right = torch.where((valid & forward).view(1, -1, 1), outer, right)
+        left = torch.where((valid & ~forward).view(1, -1, 1), outer, left)
+        turning = _turning([(left[3], right[3], rho)])
+        # from the second doubling on: old trajectory plus the sub-tree's first leaf; old near
+        # end plus the sub-tree
+        across = _turning(
+            [(p_far, first_p, rho - sub_rho + first_r), (p_near, p, sub_rho + start[1])]
+        )
+        active = valid & ~(turning | ((j >= 1) & across))
+        return (j + 1, left, right, rho, log_w, prop, active, diverging, depth, num_steps,
+                sum_metro, leaves, *stacks)  # fmt: skip
+
+    ends = torch.stack([z0, r0, g0, p0])
+    active = torch.ones(num_chains, dtype=torch.bool, device=device)
+    zeros_long = torch.zeros(num_chains, dtype=torch.long, device=device)
+    prop = torch.cat([z0, g0, u0.unsqueeze(-1), h0.unsqueeze(-1)], -1)
+    out = run_while_loop(
+        cond,
+        body,
+        (torch.zeros_like(one), ends, ends.clone(), r0.clone(), torch.zeros_like(u0), prop,
+         active, torch.zeros_like(active), zeros_long, zeros_long.clone(),
+         torch.zeros_like(u0), torch.zeros_like(one), *(s.clone() for s in stacks)),
+    )  # fmt: skip
+    _, _, _, _, _, prop, _, diverging, depth, num_steps, sum_metro, leaves = out[:12]
+    return prop, diverging, depth, num_steps, sum_metro, leaves
+
+
 @lru_cache(maxsize=16)
 def _loop_constants(depth: int, device: torch.device) -> tuple[Tensor, Tensor, list[Tensor]]:
     """:func:`_slot_masks` on ``device`` and the sub-tree sizes ``2**j`` as 0-d long tensors,
@@ -425,10 +522,11 @@ class NUTS(HamiltonianKernel):
         compile: ``True`` compiles each leaf's work (the leapfrog step with the potential's
             forward and backward passes, taken by ``torch.func.grad_and_value``, the energy,
             acceptance sums, multinomial choice and U-turn checks) with ``torch.compile``
-            (inductor), one graph per chain count and dtype: on CPU each sub-tree is one
-            call, a compiled ``while_loop`` over its leaves that stops when every chain has
-            stopped building; elsewhere (or when the loop cannot be compiled, e.g. a
-            potential with a graph break) four leaves per call (the first sub-trees, of one
+            (inductor), one graph per chain count and dtype: on CPU each iteration's whole
+            trajectory is one call, a compiled ``while_loop`` over the tree doublings whose
+            body builds a sub-tree by a ``while_loop`` over its leaves (stopping when every
+            chain has stopped building) and merges it; elsewhere (or when the loop cannot be
+            compiled, e.g. a potential with a graph break) four leaves per call (the first sub-trees, of one
             and two leaves, run as padded calls of the same graph). Either way several times
             fewer kernel launches and Python dispatches per gradient, which is what a small
             network costs (on CPU, with inductor's C++ wrapper and ``tanh`` in its
@@ -503,6 +601,14 @@ class NUTS(HamiltonianKernel):
     #: leaf, where the block path syncs at power-of-two leaf counts), and it is untested there
     _subtree_loop: bool | None = None
 
+    #: where the sub-tree loop runs, build the whole trajectory in one compiled call
+    #: (:func:`_tree_loop`: a ``while_loop`` over the doublings around the sub-tree loop)
+    #: instead of one call per sub-tree merged in Python. One core of a 2-core AVX-512 CPU,
+    #: ``benchmarks/nuts_bnn.py``'s network, depth-8 trees: 66 -> 56 us per leaf for one
+    #: chain, 388 -> 361 us for eight (the per-doubling Python work and calls were ~7 us of
+    #: a one-chain leaf)
+    _whole_tree: bool = True
+
     def _use_subtree_loop(self, device: torch.device, potential: Potential | None = None) -> bool:
         return self._use_loop(self._subtree_loop, device, potential)
 
@@ -521,6 +627,14 @@ class NUTS(HamiltonianKernel):
             return _leaf_block(value_and_grad, max_delta, *args)
 
         return leaves
+
+    def _tree_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
+        max_delta, max_depth = self.max_delta_energy, self.max_tree_depth
+
+        def tree(*args: Any) -> tuple[Tensor, ...]:
+            return _tree_loop(value_and_grad, max_delta, max_depth, *args)
+
+        return tree
 
     def _subtree_builder(self, value_and_grad: Callable[..., Any]) -> Callable[..., Any]:
         max_delta = self.max_delta_energy
@@ -568,6 +682,7 @@ class NUTS(HamiltonianKernel):
         num_steps = torch.zeros_like(depth)
         sum_metro = torch.zeros_like(u0)
         step = state.step_size.unsqueeze(-1)
+        doublings = depth_max
         if self.compile is False:
             leaf_step = self._step_function(potential, z0.device, self._leaf_builder)
             stacks = None
@@ -576,17 +691,33 @@ class NUTS(HamiltonianKernel):
             stacks = [z0.new_zeros(depth_max, num_chains, dim) for _ in range(5)]
             use_loop = self._use_subtree_loop(z0.device, potential)
             if use_loop:
+                starts_all, ends_all, sizes = _loop_constants(depth_max, z0.device)
+            if use_loop and self._whole_tree:  # the whole trajectory in one call
+                tree_step = self._step_function(
+                    potential, z0.device, self._tree_builder, reraise=True
+                )
+                try:
+                    prop, diverging, depth, num_steps, sum_metro, _ = tree_step(
+                        batch, z0, r0, g0, p0, u0, h0, step, inv_mass, forward_all,
+                        log_u_merge, log_u_leaf, starts_all, ends_all, *stacks,
+                    )  # fmt: skip
+                    doublings = 0  # built: the loop over depths below has nothing to do
+                except CompileFailed as error:
+                    # see the sub-tree loop's fallback below
+                    _log.info("NUTS: %s; building sub-trees in blocks of leaves", error)
+                    self._loop_failed_for = potential
+                    use_loop = False
+            if use_loop and doublings:
                 subtree_step = self._step_function(
                     potential, z0.device, self._subtree_builder, reraise=True
                 )
-                starts_all, ends_all, sizes = _loop_constants(depth_max, z0.device)
             leaf_step = None if use_loop else self._step_function(
                 potential, z0.device, self._fused_builder
             )  # fmt: skip
             block = min(self._leaves_per_call, 2 ** (depth_max - 1))
             block_rows = _block_rows(depth_max, block, z0.device)
 
-        for j in range(depth_max):
+        for j in range(doublings):
             forward = forward_all[:, j]
             fwd3 = forward.view(1, -1, 1)
             start = torch.where(fwd3, right, left)
@@ -721,11 +852,13 @@ class NUTS(HamiltonianKernel):
             if not bool(active.any()):
                 break
 
-        z1, g1 = prop[:, :dim], prop[:, dim : 2 * dim]
-        # fresh [C] tensors, not strided views of prop: the next iteration derives its [C]
-        # inputs of the compiled leaves from u1, and a stride change would compile them again
-        u1 = prop[:, 2 * dim].clone(memory_format=torch.contiguous_format)
-        h1 = prop[:, 2 * dim + 1].clone(memory_format=torch.contiguous_format)
+        # fresh tensors, not strided views of prop: the next iteration passes them (or [C]
+        # inputs derived from them) to compiled functions, and a stride change (from the
+        # initial state's to a view's) would compile those again
+        z1, g1, u1, h1 = (
+            t.clone(memory_format=torch.contiguous_format)
+            for t in (prop[:, :dim], prop[:, dim : 2 * dim], prop[:, 2 * dim], prop[:, 2 * dim + 1])
+        )
         accept_prob = sum_metro / num_steps.clamp(min=1).to(dtype)
         info = {
             "potential_energy": u1,

@@ -39,15 +39,20 @@ _PRECISION = torch.tensor(
 )
 
 
-@pytest.fixture(params=[True, False], ids=["loop", "blocks"])
+@pytest.fixture(params=["tree", "subtree", "blocks"])
 def subtree_loop(request, monkeypatch):
-    """Compiled kernels both ways on CPU: NUTS builds each sub-tree, HMC each trajectory, as
-    one ``while_loop`` call; or (the path taken on other devices) NUTS in padded blocks of four
-    leaves and HMC one compiled call per leapfrog step."""
-    if request.param and not _compile.has_while_loop():
+    """Compiled kernels every way they run on CPU: NUTS builds its whole trajectory as one
+    ``while_loop`` call (over doublings, around a ``while_loop`` over a sub-tree's leaves), or
+    one such call per sub-tree, and HMC each trajectory as one ``while_loop`` call; or (the
+    path taken on other devices) NUTS in padded blocks of four leaves and HMC one compiled call
+    per leapfrog step. The value: which NUTS builder must have run (``"tree"``, ``"subtree"``
+    or ``"blocks"``); truthy when the loops are on."""
+    loops = request.param != "blocks"
+    if loops and not _compile.has_while_loop():
         pytest.skip("this torch has no while_loop operator")
-    monkeypatch.setattr(NUTS, "_subtree_loop", request.param)
-    monkeypatch.setattr(HMC, "_trajectory_loop", request.param)
+    monkeypatch.setattr(NUTS, "_subtree_loop", loops)
+    monkeypatch.setattr(NUTS, "_whole_tree", request.param == "tree")
+    monkeypatch.setattr(HMC, "_trajectory_loop", loops)
     return request.param
 
 
@@ -56,14 +61,24 @@ def _builder(kernel):
     return kernel._compiled[2]
 
 
-def _nuts_builder(subtree_loop):
+def _nuts_builder(mode):
     """The builder a compiled NUTS kernel must have used (no silent fallback to blocks)."""
-    return NUTS._subtree_builder if subtree_loop else NUTS._fused_builder
+    return {
+        "tree": NUTS._tree_builder,
+        "subtree": NUTS._subtree_builder,
+        "blocks": NUTS._fused_builder,
+    }[mode]
 
 
-def _hmc_builder(trajectory_loop):
+def _hmc_builder(mode):
     """The builder a compiled HMC kernel must have used."""
-    return HMC._trajectory_builder if trajectory_loop else _leapfrog_builder
+    return _leapfrog_builder if mode == "blocks" else HMC._trajectory_builder
+
+
+def _skip_hmc_repeat(mode):
+    """HMC has one loop: its runs under ``"subtree"`` would repeat those under ``"tree"``."""
+    if mode == "subtree":
+        pytest.skip("HMC runs the same trajectory loop as under 'tree'")
 
 
 def _gaussian() -> FunctionPotential:
@@ -141,6 +156,8 @@ def test_a_failed_compilation(name, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_compiled_draws_equal_eager_draws(name, subtree_loop):
+    if name == "hmc":
+        _skip_hmc_repeat(subtree_loop)
     eager_kernel, compiled_kernel = KERNELS[name](), KERNELS[name](compile=True)
     eager = _run(eager_kernel)
     compiled = _run(compiled_kernel)
@@ -166,6 +183,7 @@ def test_compiled_hmc_masked_steps_match_eager(subtree_loop):
     with a low divergence threshold (a third of the trajectories stop at a divergence): the
     masking of chains that stopped, and the loop's early exit once none moves, leave the draws
     equal to the eager ones."""
+    _skip_hmc_repeat(subtree_loop)
     kw = {"step_size": 1.2, "trajectory_length": 6.0, "jitter": 0.6, "max_delta_energy": 2.0}
     kw.update(adapt_step_size=False, adapt_mass_matrix=False)
     eager = _run(HMC(**kw), num_chains=4)
@@ -360,7 +378,7 @@ def test_compiled_nuts_falls_back_to_blocks_when_the_loop_cannot_compile():
     assert kernel._compile_time_before > 0.0
     assert kernel.compile_time_s > kernel._compile_time_before
     _run(kernel)  # a traceable potential: the loop again
-    assert _builder(kernel) is NUTS._subtree_builder
+    assert _builder(kernel) is NUTS._tree_builder
     clone = pickle.loads(pickle.dumps(kernel))  # a resumed run tries the loop again
     assert clone._loop_failed_for is None
 
