@@ -48,7 +48,9 @@ the same ratios for the eager rows carry an ``_eager`` suffix. One chain's minim
 draws is a noisy number (on one 2-core AVX2 machine the per-seed ratio was 0.13, 0.35, 2.77,
 3.63 and 1.13 for seeds 0-4, the first including a cold compile), so ``--seeds K`` reruns
 the 1-chain bayesdl and NumPyro rows for sampler seeds ``--seed`` ... ``--seed + K - 1`` (same
-data) and adds ``ess_per_s_ratio_vs_numpyro_median_over_seeds``.
+data) and adds ``ess_per_s_ratio_vs_numpyro_median_over_seeds`` and
+``ess_per_s_ratio_vs_numpyro_of_means_over_seeds`` (bayesdl's mean ESS/s over the seeds /
+NumPyro's: a steadier figure than the median of per-seed ratios).
 
 Compilation: inductor keeps compiled kernels in an on-disk cache, so a second run of this
 script compiles much faster than the first on a machine (one core of a 2-core AVX2 machine,
