@@ -339,6 +339,58 @@ def _subtree_loop(
     return tuple(out[1:])
 
 
+def _merge(
+    j: int | Tensor,
+    valid: Tensor,
+    forward: Tensor,
+    active: Tensor,
+    log_u: Tensor,
+    sub_log_w: Tensor,
+    sub: Tensor,
+    sub_rho: Tensor,
+    sub_diverged: Tensor,
+    outer: Tensor,
+    first_r: Tensor,
+    first_p: Tensor,
+    p_far: Tensor,
+    p_near: Tensor,
+    r_near: Tensor,
+    prop: Tensor,
+    log_w: Tensor,
+    rho: Tensor,
+    left: Tensor,
+    right: Tensor,
+    diverging: Tensor,
+    depth: Tensor,
+) -> tuple[Tensor, ...]:
+    """Merge the sub-tree of doubling ``j`` (an int, or a 0-d tensor inside the compiled tree
+    loop) into the trajectory, for chains whose sub-tree stayed ``valid``: Stan's biased
+    progressive choice of the proposal (``log_u``: the merge uniform's log), the log weight,
+    the momentum sum, the new end ``outer = (z, r, grad, p♯)`` ``[4, C, D]`` on each chain's
+    side, and the U-turn checks of the whole trajectory and, from the second doubling on,
+    the two across the merge (old trajectory plus the sub-tree's first leaf, ``first_r`` /
+    ``first_p``; old near end, ``p_near`` / ``r_near``, plus the sub-tree).
+
+    Returns:
+        ``prop, log_w, rho, left, right, diverging, depth, active``, updated.
+    """
+    diverging = diverging | sub_diverged
+    depth = torch.where(active, j + 1, depth)
+    take = valid & (log_u < sub_log_w - log_w)
+    prop = torch.where(take.unsqueeze(-1), sub, prop)
+    log_w = torch.where(valid, torch.logaddexp(log_w, sub_log_w), log_w)
+    rho = torch.where(valid.unsqueeze(-1), rho + sub_rho, rho)
+    right = torch.where((valid & forward).view(1, -1, 1), outer, right)
+    left = torch.where((valid & ~forward).view(1, -1, 1), outer, left)
+    checks = [(left[3], right[3], rho)]
+    across = [(p_far, first_p, rho - sub_rho + first_r), (p_near, outer[3], sub_rho + r_near)]
+    if isinstance(j, Tensor):  # traced: the checks across the merge count from j = 1
+        turning = _turning(checks) | ((j >= 1) & _turning(across))
+    else:
+        turning = _turning(checks + across if j >= 1 else checks)
+    return prop, log_w, rho, left, right, diverging, depth, valid & ~turning
+
+
 def _tree_loop(
     value_and_grad: Callable[..., tuple[Tensor, Tensor]],
     max_delta_energy: float,
@@ -402,22 +454,11 @@ def _tree_loop(
             torch.zeros_like(active), num_leaves, starts_all, ends_all, *stacks,
         )  # fmt: skip
         leaves = leaves + (num_steps - steps_before).max()
-        diverging = diverging | sub_diverged
-        depth = torch.where(active, j + 1, depth)
-        take = valid & (log_u_merge.index_select(1, at).squeeze(1) < sub_log_w - log_w)
-        prop = torch.where(take.unsqueeze(-1), sub, prop)
-        log_w = torch.where(valid, torch.logaddexp(log_w, sub_log_w), log_w)
-        rho = torch.where(valid.unsqueeze(-1), rho + sub_rho, rho)
-        outer = torch.stack([z, r, g, p])
-        right = torch.where((valid & forward).view(1, -1, 1), outer, right)
-        left = torch.where((valid & ~forward).view(1, -1, 1), outer, left)
-        turning = _turning([(left[3], right[3], rho)])
-        # from the second doubling on: old trajectory plus the sub-tree's first leaf; old near
-        # end plus the sub-tree
-        across = _turning(
-            [(p_far, first_p, rho - sub_rho + first_r), (p_near, p, sub_rho + start[1])]
-        )
-        active = valid & ~(turning | ((j >= 1) & across))
+        prop, log_w, rho, left, right, diverging, depth, active = _merge(
+            j, valid, forward, active, log_u_merge.index_select(1, at).squeeze(1), sub_log_w,
+            sub, sub_rho, sub_diverged, torch.stack([z, r, g, p]), first_r, first_p, p_far,
+            p_near, start[1], prop, log_w, rho, left, right, diverging, depth,
+        )  # fmt: skip
         return (j + 1, left, right, rho, log_w, prop, active, diverging, depth, num_steps,
                 sum_metro, leaves, *stacks)  # fmt: skip
 
@@ -833,22 +874,11 @@ class NUTS(HamiltonianKernel):
                         if not bool(building.any()):  # a sync at power-of-two leaf counts only
                             break
             # merge the sub-tree into the trajectory (chains whose sub-tree stayed valid)
-            valid = building
-            diverging = diverging | sub_diverged
-            depth = torch.where(active, j + 1, depth)
-            take = valid & (log_u_merge[:, j] < sub_log_w - log_w)
-            prop = torch.where(take.unsqueeze(-1), sub, prop)
-            log_w = torch.where(valid, torch.logaddexp(log_w, sub_log_w), log_w)
-            rho = torch.where(valid.unsqueeze(-1), rho + sub_rho, rho)
-            outer = torch.stack([z, r, g, p])
-            right = torch.where((valid & forward).view(1, -1, 1), outer, right)
-            left = torch.where((valid & ~forward).view(1, -1, 1), outer, left)
-            checks = [(left[3], right[3], rho)]
-            if j >= 1:
-                # old trajectory plus the sub-tree's first leaf; old near end plus the sub-tree
-                checks.append((p_far, first_p, rho - sub_rho + first_r))
-                checks.append((p_near, p, sub_rho + r_near))
-            active = valid & ~_turning(checks)
+            prop, log_w, rho, left, right, diverging, depth, active = _merge(
+                j, building, forward, active, log_u_merge[:, j], sub_log_w, sub, sub_rho,
+                sub_diverged, torch.stack([z, r, g, p]), first_r, first_p, p_far, p_near,
+                r_near, prop, log_w, rho, left, right, diverging, depth,
+            )  # fmt: skip
             if not bool(active.any()):
                 break
 
