@@ -396,11 +396,8 @@ def _tree_loop(
     max_delta_energy: float,
     max_tree_depth: int,
     batch: Batch | None,
-    z0: Tensor,
-    r0: Tensor,
-    g0: Tensor,
-    p0: Tensor,
-    u0: Tensor,
+    ends: Tensor,
+    prop: Tensor,
     h0: Tensor,
     step: Tensor,
     inv_mass: Tensor,
@@ -418,16 +415,18 @@ def _tree_loop(
     twenty small eager operations per doubling (on CPU ~7 us of a 66 us leaf of
     ``benchmarks/nuts_bnn.py``'s network).
 
-    ``forward_all [C, J]`` and ``log_u_merge [C, J]`` hold each doubling's direction and merge
-    uniform, ``log_u_leaf [2**J, C]`` the leaves' uniforms, ``step [C, 1]`` the step sizes.
+    ``ends [4, C, D]`` = ``(z, r, grad, p♯)`` and ``prop [C, 2D + 2]`` are the start of the
+    trajectory (both of its ends) and the initial proposal, as :meth:`NUTS._transition` builds
+    them; ``forward_all [C, J]`` and ``log_u_merge [C, J]`` hold each doubling's direction and
+    merge uniform, ``log_u_leaf [2**J, C]`` the leaves' uniforms, ``step [C, 1]`` the step sizes.
 
     Returns:
         the proposal ``[z | grad | U | H]`` ``[C, 2D + 2]``, ``diverging``, ``depth``,
         ``num_steps``, ``sum_metro`` ``[C]`` and the number of leaves computed for all chains
         together (a 0-d long tensor: the loop runs a leaf while any chain builds).
     """
-    num_chains, dim = z0.shape
-    device = z0.device
+    z0 = ends[0]
+    num_chains, device = z0.shape[0], z0.device
     one = torch.ones((), dtype=torch.long, device=device)
 
     def cond(j: Tensor, left: Tensor, right: Tensor, rho: Tensor, log_w: Tensor,
@@ -449,7 +448,7 @@ def _tree_loop(
         (z, r, g, p, valid, sub_diverged, sum_metro, num_steps, sub_log_w, sub, sub_rho,
          first_r, first_p, *stacks) = _subtree_loop(
             value_and_grad, max_delta_energy, batch, z, r, g, 0.5 * signed_step,
-            signed_step * inv_mass, inv_mass, h0, torch.full_like(u0, -math.inf), prop,
+            signed_step * inv_mass, inv_mass, h0, torch.full_like(h0, -math.inf), prop,
             log_u_leaf, torch.zeros_like(z0), active, sum_metro, num_steps,
             torch.zeros_like(active), num_leaves, starts_all, ends_all, *stacks,
         )  # fmt: skip
@@ -462,16 +461,16 @@ def _tree_loop(
         return (j + 1, left, right, rho, log_w, prop, active, diverging, depth, num_steps,
                 sum_metro, leaves, *stacks)  # fmt: skip
 
-    ends = torch.stack([z0, r0, g0, p0])
     active = torch.ones(num_chains, dtype=torch.bool, device=device)
     zeros_long = torch.zeros(num_chains, dtype=torch.long, device=device)
-    prop = torch.cat([z0, g0, u0.unsqueeze(-1), h0.unsqueeze(-1)], -1)
+    # distinct tensors for every carry (left and right start as the same ends; rho is r0)
     out = run_while_loop(
         cond,
         body,
-        (torch.zeros_like(one), ends, ends.clone(), r0.clone(), torch.zeros_like(u0), prop,
-         active, torch.zeros_like(active), zeros_long, zeros_long.clone(),
-         torch.zeros_like(u0), torch.zeros_like(one), *(s.clone() for s in stacks)),
+        (torch.zeros_like(one), ends.clone(), ends.clone(), ends[1].clone(),
+         torch.zeros_like(h0), prop.clone(), active, torch.zeros_like(active), zeros_long,
+         zeros_long.clone(), torch.zeros_like(h0), torch.zeros_like(one),
+         *(s.clone() for s in stacks)),
     )  # fmt: skip
     _, _, _, _, _, prop, _, diverging, depth, num_steps, sum_metro, leaves = out[:12]
     return prop, diverging, depth, num_steps, sum_metro, leaves
@@ -739,8 +738,8 @@ class NUTS(HamiltonianKernel):
                 )
                 try:
                     prop, diverging, depth, num_steps, sum_metro, _ = tree_step(
-                        batch, z0, r0, g0, p0, u0, h0, step, inv_mass, forward_all,
-                        log_u_merge, log_u_leaf, starts_all, ends_all, *stacks,
+                        batch, left, prop, h0, step, inv_mass, forward_all, log_u_merge,
+                        log_u_leaf, starts_all, ends_all, *stacks,
                     )  # fmt: skip
                     doublings = 0  # built: the loop over depths below has nothing to do
                 except CompileFailed as error:
