@@ -420,8 +420,13 @@ def test_inductor_options_exist_in_this_torch(monkeypatch):
         node = config
         for part in key.split("."):
             node = getattr(node, part)
-        # booleans; vec_isa_ok is a tristate whose default None means "probe the compiler"
-        assert isinstance(node, bool) or (key == "cpp.vec_isa_ok" and node is None)
+        # booleans; vec_isa_ok is a tristate whose default None means "probe the compiler";
+        # the cacheable operators are a dict of names to versions
+        assert (
+            isinstance(node, bool)
+            or (key == "cpp.vec_isa_ok" and node is None)
+            or (key == "unsafe_marked_cacheable_functions" and isinstance(node, dict))
+        )
     if config.cpp.vec_isa_ok is None:  # (not set through TORCHINDUCTOR_VEC_ISA_OK)
         assert options.get("cpp.vec_isa_ok") is True
     assert _compile.inductor_options(torch.device("meta")) == {}
@@ -431,6 +436,49 @@ def test_inductor_options_exist_in_this_torch(monkeypatch):
     assert set(_compile.inductor_options(torch.device("cpu"))) == set(options) - {
         "cpp.use_decompose_tanh"
     }
+
+
+def test_the_fx_graph_cache_keeps_while_loops_and_tells_their_bodies_apart():
+    """The CPU options let inductor's FX-graph cache keep graphs holding a ``while_loop``
+    (without them it bypasses the cache, and every process lowers the trajectory loops
+    again). Two loops that differ only inside their body get graphs of their own: the cache
+    key holds the body's code, so the second is a miss, not a hit on the first's entry."""
+    from torch._dynamo.utils import counters
+    from torch._inductor import config
+
+    if not _compile.has_while_loop() or _compile._while_loop_op_name() is None:
+        pytest.skip("this torch has no while_loop operator its FX-graph cache can keep")
+    if not config.fx_graph_cache:
+        pytest.skip("inductor's FX-graph cache is off in this environment")
+    assert (
+        _compile._while_loop_op_name()
+        in (_compile.inductor_options(torch.device("cpu"))["unsafe_marked_cacheable_functions"])
+    )
+
+    def make(shift):
+        def loop(n, x):
+            def cond(i, y):
+                return i < n
+
+            def body(i, y):
+                return i + 1, y * 0.5 + shift
+
+            return _compile.run_while_loop(cond, body, (torch.zeros((), dtype=n.dtype), x))
+
+        return loop
+
+    counters.clear()
+    n, x = torch.tensor(3), torch.arange(4.0)
+    for shift in (1.0, 2.0):
+        loop = make(shift)
+        step = _compile.CompiledStep(loop, mode=True, what="a test loop", device="cpu")
+        _, got = step(n, x)
+        _, expected = loop(n, x)  # (eager: the loop in Python)
+        torch.testing.assert_close(got, expected)
+    assert counters["inductor"]["fxgraph_cache_bypass"] == 0
+    assert (
+        counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] == 2
+    )
 
 
 def test_a_user_setting_of_the_isa_probe_is_respected():
