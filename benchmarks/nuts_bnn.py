@@ -195,7 +195,8 @@ def _count_compiled_gradients(kernel: Any, count: list[int]) -> None:
                 if key not in real_leaves:
                     real_leaves[key] = int(real.sum())
                 leaves = real_leaves[key]
-            count[0] += leaves * args[1].shape[0]
+            # chains: args[1] is `ends [4, C, D]` for the whole-tree loop, else `z [C, D]`
+            count[0] += leaves * args[1].shape[1 if whole_tree else 0]
             return out
 
         return counted
