@@ -195,8 +195,8 @@ def _count_compiled_gradients(kernel: Any, count: list[int]) -> None:
                 if key not in real_leaves:
                     real_leaves[key] = int(real.sum())
                 leaves = real_leaves[key]
-            # chains: args[1] is `ends [4, C, D]` for the whole-tree loop, else `z [C, D]`
-            count[0] += leaves * args[1].shape[1 if whole_tree else 0]
+            # chains: args[1] is `ends [4, C, D]` (whole-tree loop) or `z [C, D]`
+            count[0] += leaves * args[1].shape[-2]
             return out
 
         return counted
