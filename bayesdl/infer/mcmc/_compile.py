@@ -287,10 +287,10 @@ class CompiledStep:
     Compiled calls run with Pyro's and ``torch.distributions``' validation off, as Pyro's
     JIT-compiled inference does: its support checks are data-dependent branches that would
     split the graph (and cannot be traced at all inside a ``while_loop``). The eager
-    evaluations (initialisation, step-size search) still validate. On CPU they run under
-    :func:`~bayesdl.infer.mcmc._cpu_cache.caching_cpu_allocator`: a compiled loop allocates
-    the same buffers at every leaf, and glibc's heap cost about a quarter of a 1-chain NUTS
-    leaf (``BAYESDL_CPU_CACHE=0`` turns it off).
+    evaluations (initialisation, step-size search) still validate. On CPU the compiled calls
+    run under :func:`~bayesdl.infer.mcmc._cpu_cache.caching_cpu_allocator` (process-wide
+    while they run): a compiled loop allocates the same buffers at every leaf, and glibc's
+    heap cost about a quarter of a 1-chain NUTS leaf (``BAYESDL_CPU_CACHE=0`` turns it off).
 
     Raises:
         RuntimeError: ``mode=True`` and ``torch.compile`` is unavailable here.
@@ -344,46 +344,50 @@ class CompiledStep:
         if self.eager:
             return self.fn(*args)
         before = _frames_compiled()
-        t0 = time.perf_counter()
-        try:
-            with pyro.validation_enabled(False), _allocator(self._cpu):
-                out = self._compiled(*args)
-        except Exception as error:  # noqa: BLE001 -- any compiler failure
-            # a failure while dynamo traced a frame, or of a step that never ran, is the
-            # compiler's; the attempt's time is compile time
-            compiling = self._calls_ok == 0 or _frames_compiled() != before
-            if compiling:
-                self.compile_time_s += time.perf_counter() - t0
-                if self._options.get(_SKIP_ISA_PROBE) and _is_cpp_build_error(error):
-                    # perhaps the compiler cannot build the vector ISA the CPU's flags
-                    # named: compile again with inductor's probe picking it (once)
-                    _forget_isa_choice()
-                    self._options = {k: v for k, v in self._options.items() if k != _SKIP_ISA_PROBE}
-                    self._compiled = torch.compile(
-                        self._fresh, dynamic=False, options=self._options
-                    )
-                    return self(*args)
-            if self.reraise:
-                if not compiling:
-                    raise
-                raise CompileFailed(
-                    f"torch.compile of {self.what} failed ({type(error).__name__}: "
-                    f"{_first_line(error)})"
-                ) from error
-            if self.mode is True:
-                raise RuntimeError(
-                    f"torch.compile of {self.what} failed ({type(error).__name__}: "
-                    f"{_first_line(error)}); "
-                    "pass compile=False (eager) or compile='auto' (fall back to eager)"
-                ) from error
-            warnings.warn(
-                f"compile='auto': torch.compile of {self.what} failed "
-                f"({type(error).__name__}); running eagerly",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            self.eager = True
-            return self.fn(*args)
+        t0 = time.perf_counter()  # (the allocator's one-off build counts as compile time)
+        # entered outside the try: its warning (unavailable) is not a compiler failure
+        with _allocator(self._cpu):
+            try:
+                with pyro.validation_enabled(False):
+                    out = self._compiled(*args)
+            except Exception as error:  # noqa: BLE001 -- any compiler failure
+                # a failure while dynamo traced a frame, or of a step that never ran, is the
+                # compiler's; the attempt's time is compile time
+                compiling = self._calls_ok == 0 or _frames_compiled() != before
+                if compiling:
+                    self.compile_time_s += time.perf_counter() - t0
+                    if self._options.get(_SKIP_ISA_PROBE) and _is_cpp_build_error(error):
+                        # perhaps the compiler cannot build the vector ISA the CPU's flags
+                        # named: compile again with inductor's probe picking it (once)
+                        _forget_isa_choice()
+                        self._options = {
+                            k: v for k, v in self._options.items() if k != _SKIP_ISA_PROBE
+                        }
+                        self._compiled = torch.compile(
+                            self._fresh, dynamic=False, options=self._options
+                        )
+                        return self(*args)
+                if self.reraise:
+                    if not compiling:
+                        raise
+                    raise CompileFailed(
+                        f"torch.compile of {self.what} failed ({type(error).__name__}: "
+                        f"{_first_line(error)})"
+                    ) from error
+                if self.mode is True:
+                    raise RuntimeError(
+                        f"torch.compile of {self.what} failed ({type(error).__name__}: "
+                        f"{_first_line(error)}); "
+                        "pass compile=False (eager) or compile='auto' (fall back to eager)"
+                    ) from error
+                warnings.warn(
+                    f"compile='auto': torch.compile of {self.what} failed "
+                    f"({type(error).__name__}); running eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.eager = True
+                return self.fn(*args)
         self._calls_ok += 1
         compiled = _frames_compiled() - before
         if compiled:  # this call traced and compiled a graph (new shapes, strides or dtype)

@@ -11,15 +11,17 @@ core that was about a quarter of a 1-chain leaf (perf: ``_int_malloc``, ``_int_f
 While a compiled step runs, :func:`caching_cpu_allocator` puts an allocator in front of the
 default one that keeps freed blocks in free lists keyed by their exact size and hands them out
 again: the loop allocates the same sizes at every leaf, so after the first leaf no allocation
-reaches glibc. When the outermost context exits the default allocator is back, the cached
-blocks are released, and blocks of tensors still alive (the call's outputs) go back to the
-system when those tensors die. At most :data:`MAX_CACHED_BYTES` are kept. Allocations made
-through it are not reported to ``torch.profiler``'s memory profiling (the default allocator's
-reports are skipped).
+reaches glibc. It is installed only over c10's default allocator (never over another
+library's). When the outermost context exits, the default allocator is back and the cached
+blocks are released; blocks of tensors still alive (the call's outputs) go back to the
+system when those tensors die (or to the cache, if they die inside a later context).
+At most :data:`MAX_CACHED_BYTES` are kept. Allocations made through it are not reported to
+``torch.profiler``'s memory profiling (the default allocator's reports are skipped).
 
 The allocator is a few lines of C++ against ``c10`` (``c10::SetCPUAllocator``), built once per
-torch version with the C++ compiler inductor uses and kept next to inductor's cache; without a
-compiler, or if the build fails, the context does nothing (a warning says why, once).
+torch version with the first of ``$CXX``, ``g++``, ``c++``, ``clang++`` found, and kept in
+inductor's cache directory; without a compiler, or if the build fails, the context does
+nothing (a warning says why, once).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -40,8 +43,8 @@ import torch
 #: the cache keeps at most this many bytes of freed blocks (larger frees go to the system)
 MAX_CACHED_BYTES = 256 << 20
 
-#: whether the compiled CPU steps use the cache (environment: ``BAYESDL_CPU_CACHE=0`` turns it
-#: off); read at each call, so tests and users can switch it
+#: whether the compiled CPU steps use the cache; this attribute is read at each call, its
+#: default at import from the environment (``BAYESDL_CPU_CACHE=0`` turns it off)
 _OFF = ("0", "false", "no", "off")
 enabled = os.environ.get("BAYESDL_CPU_CACHE", "1").strip().lower() not in _OFF
 
@@ -50,118 +53,137 @@ _SOURCE = r"""
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <vector>
 
 namespace {
 
-struct Block {
-  void* ptr;
-  size_t size;
-};
-
-std::mutex mu;
-int depth = 0;                        // nesting of bayesdl_cache_enable calls
-c10::Allocator* previous = nullptr;   // the allocator we stand in front of
-size_t cached_bytes = 0;
-size_t max_cached_bytes = 0;
-std::unordered_map<size_t, std::vector<Block*>> free_blocks;
-long long hits = 0, misses = 0;
-
-void release(void* ctx) {
-  Block* b = static_cast<Block*>(ctx);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (depth > 0 && cached_bytes + b->size <= max_cached_bytes) {
-      free_blocks[b->size].push_back(b);
-      cached_bytes += b->size;
-      return;
-    }
-  }
-  c10::free_cpu(b->ptr);
-  delete b;
-}
+void release(void* ptr);
 
 struct CachingAllocator final : public c10::Allocator {
-  c10::DataPtr allocate(size_t n) override {
-    Block* b = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      auto it = free_blocks.find(n);
-      if (it != free_blocks.end() && !it->second.empty()) {
-        b = it->second.back();
-        it->second.pop_back();
-        cached_bytes -= n;
-        ++hits;
-      } else {
-        ++misses;
-      }
-    }
-    if (b == nullptr) {
-      b = new Block{n == 0 ? nullptr : c10::alloc_cpu(n), n};
-    }
-    return {b->ptr, b, &release, c10::Device(c10::DeviceType::CPU)};
-  }
+  c10::DataPtr allocate(size_t n) override;
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
 };
 
-CachingAllocator the_allocator;  // never destroyed: live tensors keep its deleter
+// all state in one object that is never destroyed: tensors alive at exit keep its deleter
+struct State {
+  std::mutex mu;
+  int depth = 0;  // nesting of bayesdl_cache_enable calls
+  c10::Allocator* previous = nullptr;
+  size_t cached_bytes = 0;
+  size_t max_cached_bytes = 0;
+  std::unordered_map<void*, size_t> live;  // size of every block handed out
+  std::unordered_map<size_t, std::vector<void*>> free_blocks;
+  long long hits = 0, misses = 0;
+  CachingAllocator allocator;
+};
+State& state = *new State;
 
-void drop_cache_locked(std::vector<Block*>& out) {
-  for (auto& kv : free_blocks) {
-    for (Block* b : kv.second) out.push_back(b);
+// the data pointer is its own context (raw_allocate / raw_deallocate work on it)
+void release(void* ptr) {
+  State& s = state;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.live.find(ptr);
+    if (it == s.live.end()) return;  // nullptr of a zero-byte block
+    size_t n = it->second;
+    s.live.erase(it);
+    if (s.depth > 0 && s.cached_bytes + n <= s.max_cached_bytes) {
+      try {
+        s.free_blocks[n].push_back(ptr);
+        s.cached_bytes += n;
+        return;
+      } catch (const std::bad_alloc&) {
+      }
+    }
   }
-  free_blocks.clear();
-  cached_bytes = 0;
+  c10::free_cpu(ptr);
+}
+
+c10::DataPtr CachingAllocator::allocate(size_t n) {
+  State& s = state;
+  void* ptr = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.free_blocks.find(n);
+    if (it != s.free_blocks.end() && !it->second.empty()) {
+      ptr = it->second.back();
+      it->second.pop_back();
+      s.cached_bytes -= n;
+      ++s.hits;
+    } else {
+      ++s.misses;
+    }
+  }
+  if (n == 0) return {nullptr, nullptr, &release, c10::Device(c10::DeviceType::CPU)};
+  if (ptr == nullptr) ptr = c10::alloc_cpu(n);
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.live.emplace(ptr, n);
+  }
+  return {ptr, ptr, &release, c10::Device(c10::DeviceType::CPU)};
 }
 
 }  // namespace
 
 extern "C" {
 
-// 1: installed (or already, by an outer call); 0: another allocator with a higher priority
-// is registered, so nothing changed
+// 1: in effect (installed now or by an outer call); 0: the CPU allocator is not c10's
+// default (another library installed its own), which is left alone
 int bayesdl_cache_enable(unsigned long long max_bytes) {
-  std::lock_guard<std::mutex> lock(mu);
-  if (depth > 0) {
-    ++depth;
+  State& s = state;
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.depth > 0) {
+    ++s.depth;
     return 1;
   }
   c10::Allocator* current = c10::GetCPUAllocator();
-  c10::SetCPUAllocator(&the_allocator, 0);
-  if (c10::GetCPUAllocator() != &the_allocator) return 0;
-  previous = current;
-  max_cached_bytes = static_cast<size_t>(max_bytes);
-  depth = 1;
+  c10::Allocator* fallback = c10::GetDefaultCPUAllocator();
+  // ours still installed with nothing active: someone restored it out of order
+  if (current == &s.allocator) current = fallback;
+  if (current != fallback) return 0;
+  c10::SetCPUAllocator(&s.allocator, 0);
+  if (c10::GetCPUAllocator() != &s.allocator) return 0;
+  s.previous = current;
+  s.max_cached_bytes = static_cast<size_t>(max_bytes);
+  s.depth = 1;
   return 1;
 }
 
 void bayesdl_cache_disable() {
-  std::vector<Block*> dropped;
+  State& s = state;
+  std::vector<void*> dropped;
   {
-    std::lock_guard<std::mutex> lock(mu);
-    if (depth == 0) return;
-    if (--depth > 0) return;
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.depth == 0) return;
+    if (--s.depth > 0) return;
     // restore unless somebody installed another allocator meanwhile (theirs stays)
-    if (c10::GetCPUAllocator() == &the_allocator) c10::SetCPUAllocator(previous, 0);
-    previous = nullptr;
-    drop_cache_locked(dropped);
+    if (c10::GetCPUAllocator() == &s.allocator) c10::SetCPUAllocator(s.previous, 0);
+    s.previous = nullptr;
+    for (auto& kv : s.free_blocks) {
+      dropped.insert(dropped.end(), kv.second.begin(), kv.second.end());
+    }
+    s.free_blocks.clear();
+    s.cached_bytes = 0;
   }
-  for (Block* b : dropped) {
-    c10::free_cpu(b->ptr);
-    delete b;
-  }
+  for (void* ptr : dropped) c10::free_cpu(ptr);
 }
 
-// counters for tests: [hits, misses, cached bytes, depth]
+// for tests: [hits, misses, cached bytes, depth, installed (the current CPU allocator is
+// ours), default (it is c10's default)]
 void bayesdl_cache_stats(long long* out) {
-  std::lock_guard<std::mutex> lock(mu);
-  out[0] = hits;
-  out[1] = misses;
-  out[2] = static_cast<long long>(cached_bytes);
-  out[3] = depth;
+  State& s = state;
+  std::lock_guard<std::mutex> lock(s.mu);
+  out[0] = s.hits;
+  out[1] = s.misses;
+  out[2] = static_cast<long long>(s.cached_bytes);
+  out[3] = s.depth;
+  out[4] = c10::GetCPUAllocator() == &s.allocator;
+  out[5] = c10::GetCPUAllocator() == c10::GetDefaultCPUAllocator();
 }
 
 }
@@ -186,7 +208,8 @@ def _cache_dir() -> str:
 
         root = cache_dir()
     except Exception:  # noqa: BLE001 -- any torch layout without inductor's helper
-        root = os.path.join(tempfile.gettempdir(), "bayesdl")
+        # a directory of this user's only: a shared one would let others plant the library
+        root = os.path.join(tempfile.gettempdir(), f"bayesdl_{os.getuid()}")
     return os.path.join(root, "bayesdl_cpu_cache")
 
 
@@ -194,23 +217,30 @@ def _build() -> ctypes.CDLL:
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
+    cxx = shutil.which(cxx) or cxx
     torch_dir = os.path.dirname(torch.__file__)
     include, lib = os.path.join(torch_dir, "include"), os.path.join(torch_dir, "lib")
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    flags = ["-O2", "-std=c++17", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+             f"-I{include}", f"-L{lib}", "-lc10", f"-Wl,-rpath,{lib}"]  # fmt: skip
+    c10 = os.path.join(lib, "libc10.so")
+    c10_id = os.stat(c10).st_mtime_ns if os.path.exists(c10) else 0
     key = hashlib.sha256(
-        f"{_SOURCE}|{torch.__version__}|{torch_dir}|{cxx}|{abi}".encode()
+        "|".join(
+            [_SOURCE, torch.__version__, torch_dir, str(c10_id), cxx, platform.machine(), *flags]
+        ).encode()
     ).hexdigest()[:24]
     directory = _cache_dir()
     path = os.path.join(directory, f"cpu_cache_{key}.so")
     if not os.path.exists(path):
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, src = tempfile.mkstemp(suffix=".cpp", dir=directory)
         with os.fdopen(fd, "w") as f:
             f.write(_SOURCE)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-               f"-I{include}", src, f"-L{lib}", "-lc10", f"-Wl,-rpath,{lib}", "-o", tmp]  # fmt: skip
+        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=directory)
+        os.close(fd)
         try:
+            cmd = [cxx, src, *flags, "-o", tmp]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
                 raise RuntimeError(f"{cxx} failed: {done.stderr.strip()[-400:]}")
@@ -251,22 +281,25 @@ def _library() -> ctypes.CDLL | None:
 
 
 def stats() -> dict[str, int]:
-    """Counters of the allocator (``hits``, ``misses``, ``cached_bytes``, ``depth``); empty
-    when it is unavailable."""
+    """Counters of the allocator (``hits``, ``misses``, ``cached_bytes``, ``depth``) and
+    whether the process's CPU allocator is now this one (``installed``) or c10's default
+    (``default``); empty when it is unavailable."""
     lib = _library()
     if lib is None:
         return {}
-    out = (ctypes.c_longlong * 4)()
+    out = (ctypes.c_longlong * 6)()
     lib.bayesdl_cache_stats(out)
-    names = ("hits", "misses", "cached_bytes", "depth")
+    names = ("hits", "misses", "cached_bytes", "depth", "installed", "default")
     return {name: int(v) for name, v in zip(names, out, strict=True)}
 
 
 @contextmanager
 def caching_cpu_allocator() -> Iterator[bool]:
-    """Serve CPU tensor allocations from a size-keyed cache of freed blocks inside the block
-    (nestable, thread-safe). Yields whether the cache is in effect: false when the allocator
-    could not be built, or when another CPU allocator registered with a higher priority."""
+    """Serve CPU tensor allocations from a size-keyed cache of freed blocks while the block
+    runs: process-wide (every thread's CPU allocations pass through it meanwhile), nestable,
+    guarded by one mutex. Yields whether the cache is in effect: false when it is switched
+    off, could not be built, or the process's CPU allocator is not c10's default (another
+    library installed its own, which is left alone)."""
     lib = _library() if enabled else None
     if lib is None:
         yield False

@@ -5,6 +5,8 @@ where buffers live, not what is computed)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -39,13 +41,38 @@ def test_blocks_are_reused_by_size_inside_the_context_and_released_after_it():
         kept = torch.arange(10_000.0)  # outlives the context
     after = _stats()
     assert after["depth"] == 0 and after["cached_bytes"] == 0
-    assert kept.sum().item() == sum(range(10_000))
-    del kept  # freed by its own deleter, to the system: nothing is cached outside
-    assert _stats()["cached_bytes"] == 0
+    assert not after["installed"] and after["default"]  # c10's default allocator is back
+    # the surviving tensor's block is not handed out again: same-size tensors allocated and
+    # overwritten in a new context land elsewhere and leave it intact
+    with _cpu_cache.caching_cpu_allocator():
+        others = [torch.full((10_000,), -1.0) for _ in range(3)]
+        assert all(o.data_ptr() != kept.data_ptr() for o in others)
+        del others
+    assert torch.equal(kept, torch.arange(10_000.0))
     # outside, allocations do not pass through it
     misses = _stats()["misses"]
     torch.empty(777)
     assert _stats()["misses"] == misses
+
+
+def test_contexts_from_several_threads():
+    """Threads entering and leaving contexts at once: every tensor keeps its own values, and
+    when the last context exits the default allocator is back with nothing cached."""
+
+    def work(k):
+        for i in range(200):
+            with _cpu_cache.caching_cpu_allocator():
+                a = torch.full((500 + k,), float(k * 1000 + i))
+                b = a + 1.0
+                assert b.sum().item() == (500 + k) * (k * 1000 + i + 1.0)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = _stats()
+    assert s["depth"] == 0 and s["cached_bytes"] == 0 and s["default"]
 
 
 def test_contexts_nest_and_only_the_outermost_exit_restores_the_default():
@@ -75,6 +102,17 @@ def test_without_a_compiler_it_warns_once_and_does_nothing(monkeypatch):
             assert not on
     with _cpu_cache.caching_cpu_allocator() as on:  # no second warning
         assert not on
+
+
+def test_a_failed_build_warns_once_and_does_nothing(monkeypatch):
+    """A compiler that exits with an error (``false``): one warning naming the failure."""
+    monkeypatch.setattr(_cpu_cache, "_lib", None)
+    monkeypatch.setattr(_cpu_cache, "_unavailable", None)
+    monkeypatch.setattr(_cpu_cache, "_warned", False)
+    monkeypatch.setattr(_cpu_cache, "_compiler", lambda: "false")
+    with pytest.warns(RuntimeWarning, match="false failed"):
+        with _cpu_cache.caching_cpu_allocator() as on:
+            assert not on
 
 
 def test_compiled_nuts_draws_the_same_with_and_without_the_cache(monkeypatch):
