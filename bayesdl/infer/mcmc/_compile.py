@@ -13,8 +13,6 @@ the sampling time, as NumPyro reports its JIT time.
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
 import time
 import types
 import warnings
@@ -27,7 +25,7 @@ import pyro
 import torch
 from torch import Tensor
 
-from bayesdl.infer.mcmc._cpu_cache import caching_cpu_allocator
+from bayesdl.infer.mcmc._cpu_cache import caching_cpu_allocator, find_cxx
 
 #: accepted values of the ``compile`` argument of the Hamiltonian kernels
 COMPILE_MODES = (False, True, "auto")
@@ -45,8 +43,7 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     if not hasattr(torch, "compile"):
         return f"torch {torch.__version__} has no torch.compile (needs torch >= 2.0)"
     if device.type == "cpu":
-        candidates = [os.environ.get("CXX"), "g++", "c++", "clang++"]
-        if not any(c and shutil.which(c) for c in candidates):
+        if find_cxx() is None:
             return (
                 "inductor needs a C++ compiler on CPU and none was found (set CXX or install g++)"
             )

@@ -72,8 +72,7 @@ struct CachingAllocator final : public c10::Allocator {
 // all state in one object that is never destroyed: tensors alive at exit keep its deleter
 struct State {
   std::mutex mu;
-  int depth = 0;  // nesting of bayesdl_cache_enable calls
-  c10::Allocator* previous = nullptr;
+  int depth = 0;  // nesting of bayesdl_cache_enable calls (installed over c10's default)
   size_t cached_bytes = 0;
   size_t max_cached_bytes = 0;
   std::unordered_map<void*, size_t> live;  // size of every block handed out
@@ -106,26 +105,25 @@ void release(void* ptr) {
 
 c10::DataPtr CachingAllocator::allocate(size_t n) {
   State& s = state;
-  void* ptr = nullptr;
+  const c10::Device cpu(c10::DeviceType::CPU);
   {
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.free_blocks.find(n);
-    if (it != s.free_blocks.end() && !it->second.empty()) {
-      ptr = it->second.back();
+    if (it != s.free_blocks.end() && !it->second.empty()) {  // a hit: one lock
+      void* ptr = it->second.back();
       it->second.pop_back();
       s.cached_bytes -= n;
       ++s.hits;
-    } else {
-      ++s.misses;
+      s.live.emplace(ptr, n);
+      return {ptr, ptr, &release, cpu};
     }
+    ++s.misses;
   }
-  if (n == 0) return {nullptr, nullptr, &release, c10::Device(c10::DeviceType::CPU)};
-  if (ptr == nullptr) ptr = c10::alloc_cpu(n);
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    s.live.emplace(ptr, n);
-  }
-  return {ptr, ptr, &release, c10::Device(c10::DeviceType::CPU)};
+  if (n == 0) return {nullptr, nullptr, &release, cpu};
+  void* ptr = c10::alloc_cpu(n);  // outside the lock
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.live.emplace(ptr, n);
+  return {ptr, ptr, &release, cpu};
 }
 
 }  // namespace
@@ -142,13 +140,12 @@ int bayesdl_cache_enable(unsigned long long max_bytes) {
     return 1;
   }
   c10::Allocator* current = c10::GetCPUAllocator();
-  c10::Allocator* fallback = c10::GetDefaultCPUAllocator();
-  // ours still installed with nothing active: someone restored it out of order
-  if (current == &s.allocator) current = fallback;
-  if (current != fallback) return 0;
-  c10::SetCPUAllocator(&s.allocator, 0);
-  if (c10::GetCPUAllocator() != &s.allocator) return 0;
-  s.previous = current;
+  // ours still installed with nothing active (someone restored it out of order) is fine
+  if (current != &s.allocator) {
+    if (current != c10::GetDefaultCPUAllocator()) return 0;
+    c10::SetCPUAllocator(&s.allocator, 0);
+    if (c10::GetCPUAllocator() != &s.allocator) return 0;
+  }
   s.max_cached_bytes = static_cast<size_t>(max_bytes);
   s.depth = 1;
   return 1;
@@ -161,9 +158,11 @@ void bayesdl_cache_disable() {
     std::lock_guard<std::mutex> lock(s.mu);
     if (s.depth == 0) return;
     if (--s.depth > 0) return;
-    // restore unless somebody installed another allocator meanwhile (theirs stays)
-    if (c10::GetCPUAllocator() == &s.allocator) c10::SetCPUAllocator(s.previous, 0);
-    s.previous = nullptr;
+    // restore the default unless somebody installed another allocator meanwhile (theirs
+    // stays)
+    if (c10::GetCPUAllocator() == &s.allocator) {
+      c10::SetCPUAllocator(c10::GetDefaultCPUAllocator(), 0);
+    }
     for (auto& kv : s.free_blocks) {
       dropped.insert(dropped.end(), kv.second.begin(), kv.second.end());
     }
@@ -195,7 +194,9 @@ _unavailable: str | None = None
 _warned = False
 
 
-def _compiler() -> str | None:
+def find_cxx() -> str | None:
+    """The C++ compiler to use, as inductor looks for one: ``$CXX``, then ``g++``, ``c++``,
+    ``clang++`` on the path (``None`` if none is found)."""
     for c in (os.environ.get("CXX"), "g++", "c++", "clang++"):
         if c and shutil.which(c):
             return c
@@ -214,7 +215,7 @@ def _cache_dir() -> str:
 
 
 def _build() -> ctypes.CDLL:
-    cxx = _compiler()
+    cxx = find_cxx()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
     cxx = shutil.which(cxx) or cxx
@@ -312,4 +313,4 @@ def caching_cpu_allocator() -> Iterator[bool]:
             lib.bayesdl_cache_disable()
 
 
-__all__ = ["MAX_CACHED_BYTES", "caching_cpu_allocator", "enabled", "stats"]
+__all__ = ["MAX_CACHED_BYTES", "caching_cpu_allocator", "enabled", "find_cxx", "stats"]

@@ -12,6 +12,7 @@ difference is a probability-~1e-12 event per decision.
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import pyro.distributions as dist
 import pytest
@@ -109,7 +110,7 @@ def test_compile_argument_is_checked(name, value):
 
 def _no_compiler(monkeypatch):
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(_compile.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))

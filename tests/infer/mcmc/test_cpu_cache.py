@@ -96,7 +96,7 @@ def test_without_a_compiler_it_warns_once_and_does_nothing(monkeypatch):
     monkeypatch.setattr(_cpu_cache, "_lib", None)
     monkeypatch.setattr(_cpu_cache, "_unavailable", None)
     monkeypatch.setattr(_cpu_cache, "_warned", False)
-    monkeypatch.setattr(_cpu_cache, "_compiler", lambda: None)
+    monkeypatch.setattr(_cpu_cache, "find_cxx", lambda: None)
     with pytest.warns(RuntimeWarning, match="caching CPU allocator is unavailable"):
         with _cpu_cache.caching_cpu_allocator() as on:
             assert not on
@@ -109,7 +109,7 @@ def test_a_failed_build_warns_once_and_does_nothing(monkeypatch):
     monkeypatch.setattr(_cpu_cache, "_lib", None)
     monkeypatch.setattr(_cpu_cache, "_unavailable", None)
     monkeypatch.setattr(_cpu_cache, "_warned", False)
-    monkeypatch.setattr(_cpu_cache, "_compiler", lambda: "false")
+    monkeypatch.setattr(_cpu_cache, "find_cxx", lambda: "false")
     with pytest.warns(RuntimeWarning, match="false failed"):
         with _cpu_cache.caching_cpu_allocator() as on:
             assert not on

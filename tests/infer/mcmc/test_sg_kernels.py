@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import shutil
 
 import numpy as np
 import pyro
@@ -361,9 +362,8 @@ def test_donated_state_equals_a_fresh_one(name, compile):
 @pytest.mark.parametrize("name", sorted(DONATING))
 def test_compiled_equals_its_eager_fallback(name, monkeypatch):
     _, _, compiled = _sg_steps(DONATING[name](compile=True), donate=True)
-    from bayesdl.infer.mcmc import _compile
 
-    monkeypatch.setattr(_compile.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     kernel = DONATING[name](compile="auto")
     with pytest.warns(RuntimeWarning, match="running eagerly"):
         _, _, eager = _sg_steps(kernel, donate=True)
