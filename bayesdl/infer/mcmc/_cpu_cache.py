@@ -196,10 +196,11 @@ _warned = False
 
 def find_cxx() -> str | None:
     """The C++ compiler to use, as inductor looks for one: ``$CXX``, then ``g++``, ``c++``,
-    ``clang++`` on the path (``None`` if none is found)."""
+    ``clang++`` on the path, as a full path (``None`` if none is found)."""
     for c in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if c and shutil.which(c):
-            return c
+        path = shutil.which(c) if c else None
+        if path:
+            return path
     return None
 
 
@@ -218,7 +219,6 @@ def _build() -> ctypes.CDLL:
     cxx = find_cxx()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
-    cxx = shutil.which(cxx) or cxx
     torch_dir = os.path.dirname(torch.__file__)
     include, lib = os.path.join(torch_dir, "include"), os.path.join(torch_dir, "lib")
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
