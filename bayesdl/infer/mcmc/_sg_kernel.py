@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from bayesdl.infer.mcmc._compile import CompiledStep, check_compile
-from bayesdl.infer.mcmc.counter_rng import counter_normal, stream_offsets
+from bayesdl.infer.mcmc.counter_rng import block_counters, counter_normal, key_words
 from bayesdl.infer.mcmc.kernel import MCMCKernel
 from bayesdl.infer.mcmc.potential import ModelPotential, Potential
 from bayesdl.infer.mcmc.rng import ChainRNG
@@ -172,9 +172,9 @@ class SGKernel(MCMCKernel):
                 device=z.device,
             )
             self._fused_steps[key] = step
-        keys = rng.keys()
-        offsets = stream_offsets((z.shape[-1] + 1) // 2, z.device)
-        out = step(*tensors, keys, offsets, *args)
+        keys = key_words(rng.keys())
+        blocks = block_counters(z.shape[-1], z.device)
+        out = step(*tensors, keys, blocks, *args)
         return tensors if donate else out
 
     @staticmethod
@@ -228,15 +228,15 @@ class SGKernel(MCMCKernel):
 def _with_counter_noise(
     update: Callable[..., tuple[Tensor, ...]], num_tensors: int, donate: bool
 ) -> Callable[..., tuple[Tensor, ...] | None]:
-    """``(*tensors, keys, offsets, *args) -> update(*tensors, noise, *args)`` with the noise
+    """``(*tensors, keys, blocks, *args) -> update(*tensors, noise, *args)`` with the noise
     drawn by :func:`counter_normal` (the function :class:`CompiledStep` compiles); with
     ``donate`` it writes the results into ``tensors`` and returns nothing."""
 
     def fused(*inputs: Any) -> tuple[Tensor, ...] | None:
         tensors = inputs[:num_tensors]
-        keys, offsets = inputs[num_tensors : num_tensors + 2]
+        keys, blocks = inputs[num_tensors : num_tensors + 2]
         z = tensors[0]
-        noise = counter_normal(keys, offsets, z.shape[-1], z.dtype)
+        noise = counter_normal(keys, blocks, z.shape[-1], z.dtype)
         out = update(*tensors, noise, *inputs[num_tensors + 2 :])
         if not donate:
             return out
