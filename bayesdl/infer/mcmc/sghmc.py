@@ -51,8 +51,9 @@ class SGHMC(SGKernel):
             :mod:`~bayesdl.infer.mcmc.counter_rng` (keyed from the chains' generators: same
             seed, same draws; per-chain streams; exact resume) instead of torch's generator,
             so compiled and eager runs draw different, equally distributed noise. On one CPU
-            core the whole step of a 784-1200-1200-10 MLP then costs 1.02-1.09 SGD steps
-            (eager: 1.4-1.6; ``benchmarks/sghmc_step.py``). ``"auto"`` runs the same update
+            core the whole step of a 784-1200-1200-10 MLP then costs 1.02-1.09 SGD steps on
+            an AVX-512 CPU and 1.18 on an AVX2-only one (eager: 1.4-1.6;
+            ``benchmarks/sghmc_step.py``). ``"auto"`` runs the same update
             eagerly (same draws, slower) where compiling is impossible or fails; ``True``
             raises there. The first step compiles (seconds), counted in
             :attr:`compile_time_s`.
