@@ -21,14 +21,22 @@ Implementations (one process, interleaved block by block, same thread count):
   spent in the warm-up steps, before timing).
 * ``sgd_fused``: ``torch.optim.SGD(..., fused=True)`` (torch's single-kernel optimizer step),
   a second competitor; reported beside the default one.
+* ``sgd_cached``: the ``sgd`` step under the same caching CPU allocator as the bayesdl rows
+  (below), to show how much of the difference is the allocator.
 * ``naive``: a hand-written SGHMC in the style of per-parameter optimisers: the SGD step above
   plus, for every parameter tensor, a momentum buffer and ``torch.randn_like`` noise added in a
   Python loop (for reference; not a headline ratio).
 
+On CPU the bayesdl rows run as ``sample`` runs its loop: under
+``bayesdl.infer.mcmc._cpu_cache.caching_cpu_allocator`` (entered once per timed block, with
+one untimed step first, so the block sees the steady state of a long run; the cache is
+process-wide, so it is left before the next row's block). ``BAYESDL_CPU_CACHE=0`` turns it off.
+
 Output: one JSON line per implementation with median ms/step and quartiles, then a summary
 line with ``ratio_vs_sgd`` (bayesdl_compiled / sgd, median of per-repeat paired ratios, with
 quartiles), ``eager_ratio_vs_sgd`` (bayesdl / sgd), ``ratio_vs_sgd_fused`` (bayesdl_compiled /
-sgd_fused) and ``naive_ratio_vs_sgd``. ``--no-compile`` leaves the compiled row out (then
+sgd_fused), ``ratio_vs_sgd_cached`` (bayesdl_compiled / sgd_cached: the same allocator on both
+sides) and ``naive_ratio_vs_sgd``. ``--no-compile`` leaves the compiled row out (then
 ``ratio_vs_sgd`` is the eager one).
 
 Usage::
@@ -48,6 +56,7 @@ import math
 import os
 import platform
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +67,7 @@ from _timing import device_sync, interleaved_times, paired_ratio, step_runner, s
 from torch import nn
 
 from bayesdl.infer.mcmc import SGHMC, BNNPotential, ChainRNG
+from bayesdl.infer.mcmc._cpu_cache import caching_cpu_allocator
 from bayesdl.likelihoods import CategoricalLikelihood
 from bayesdl.nn import BNN
 from bayesdl.priors import IIDPrior
@@ -145,6 +155,22 @@ def make_bayesdl(sizes, batches, device, *, compile=False):
     return step
 
 
+def cached_runner(step_fn, sync):
+    """A runner whose block runs under the caching CPU allocator, one untimed step first."""
+
+    def run(n: int) -> float:
+        with caching_cpu_allocator():
+            step_fn()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step_fn()
+            sync()
+            return time.perf_counter() - t0
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on a small MLP")
@@ -178,9 +204,14 @@ def main() -> None:
     if not args.no_compile:
         makers["bayesdl_compiled"] = functools.partial(make_bayesdl, compile=True)
     sync = device_sync(device)
-    runners = {
-        name: step_runner(make(sizes, batches, device), sync) for name, make in makers.items()
-    }
+    if device.type == "cpu":
+        makers["sgd_cached"] = make_sgd
+    runners = {}
+    for name, make in makers.items():
+        cached = device.type == "cpu" and (name.startswith("bayesdl") or name == "sgd_cached")
+        runners[name] = (cached_runner if cached else step_runner)(
+            make(sizes, batches, device), sync
+        )
     times = interleaved_times(runners, steps=steps, repeats=repeats, warmup=warmup)
     common = {
         "sizes": list(sizes),
@@ -198,6 +229,10 @@ def main() -> None:
     re, _, _ = paired_ratio(times["bayesdl"], times["sgd"])
     rf, _, _ = paired_ratio(times[headline], times["sgd_fused"])
     rn, _, _ = paired_ratio(times["naive"], times["sgd"])
+    cached = {}
+    if "sgd_cached" in times:
+        rc, _, _ = paired_ratio(times[headline], times["sgd_cached"])
+        cached = {"ratio_vs_sgd_cached": round(rc, 3)}
     summary = {
         "summary": True,
         "headline": headline,
@@ -207,6 +242,7 @@ def main() -> None:
         "eager_ratio_vs_sgd": round(re, 3),
         "ratio_vs_sgd_fused": round(rf, 3),
         "naive_ratio_vs_sgd": round(rn, 3),
+        **cached,
         "target_ratio_vs_sgd": 1.15,
         **common,
     }

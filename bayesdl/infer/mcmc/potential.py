@@ -459,6 +459,13 @@ class BNNPotential(ModelPotential):
         # a plain MLP (nn.Sequential of Linear layers and elementwise activations, every
         # parameter random) runs as batched matmuls over chains: no functional_call, no vmap
         self._mlp = _mlp_layers(bnn.net, self._weights)
+        # one chain of such an MLP with scalar-Normal priors on all its weights: the
+        # backward pass is written out (:meth:`_mlp_value_and_grad`)
+        self._manual_backward = (
+            self._mlp is not None
+            and not self._conditional
+            and self._weights <= set(self._scalar_normal)
+        )
         likelihood = bnn.likelihood
         likelihood.check_targets(data[1], trace.nodes["_RETURN"]["value"])
         self._likelihood = likelihood
@@ -481,6 +488,10 @@ class BNNPotential(ModelPotential):
         """
         if not self._closed_form_prior:
             return super().value_and_grad(z, batch)
+        if self._manual_backward and z.dim() == 2 and z.shape[0] == 1:
+            x, y = self.data if batch is None else tuple(batch)
+            if x.dim() == 2:
+                return self._mlp_value_and_grad(z.detach(), x, y)
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             u = self._value_parts(z, batch, scalar_normal_priors=False)
@@ -507,15 +518,32 @@ class BNNPotential(ModelPotential):
     def _value_parts(self, z: Tensor, batch: Batch | None, *, scalar_normal_priors: bool) -> Tensor:
         x, y = self.data if batch is None else tuple(batch)
         c = z.shape[0]
-        pad = self.max_plate_nesting
         log_p = z.new_zeros(c)
         if scalar_normal_priors and self._closed_form_prior:
             prec_d, d = self._prior_terms(z)
             log_p = torch.sub(log_p - self._prior_const, torch.linalg.vecdot(prec_d, d), alpha=0.5)
+        log_p, weights, latents = self._site_values(self._split(z), log_p)
+        if self._mlp is not None and x.dim() == 2:
+            f = _mlp_forward(self._mlp, weights, x)
+        elif c == 1:
+            f = self.bnn.forward_with({k: v[0] for k, v in weights.items()}, x).unsqueeze(0)
+        else:
+            f = self.bnn.forward_with(weights, x)
+        return -(log_p + self._log_likelihood(f, latents, y))
+
+    def _site_values(
+        self, parts: Sequence[Tensor], log_p: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """From the unconstrained site values ``parts`` (``[C, *shape]`` each): ``log_p`` plus
+        the prior and Jacobian terms not in the closed-form sum of squares, the network's
+        weights ``{name: [C, *shape]}`` and the other latent values (shaped for the
+        likelihood's plates)."""
+        c = log_p.shape[0]
+        pad = self.max_plate_nesting
         weights: dict[str, Tensor] = {}
         latents: dict[str, Tensor] = {}
         values: dict[str, Tensor] = {}
-        for s, u in zip(self.sites, self._split(z), strict=True):
+        for s, u in zip(self.sites, parts, strict=True):
             if s.name in self._scalar_normal or s.name in self._conditional:  # real support
                 v = u
             elif s.name in self._lognormal:  # its prior term is in the sum of squares
@@ -540,20 +568,96 @@ class BNNPotential(ModelPotential):
                 - (0.5 / factor**2) * lam * _rowdot(w, w)
                 - n * (math.log(factor) + _HALF_LOG_2PI)
             )
-        if self._mlp is not None and x.dim() == 2:
-            f = _mlp_forward(self._mlp, weights, x)
-        elif c == 1:
-            f = self.bnn.forward_with({k: v[0] for k, v in weights.items()}, x).unsqueeze(0)
-        else:
-            f = self.bnn.forward_with(weights, x)
+        return log_p, weights, latents
+
+    def _log_likelihood(self, f: Tensor, latents: dict[str, Tensor], y: Tensor) -> Tensor:
+        """The plate-scaled log-likelihood ``[C]`` of targets ``y`` at network outputs ``f``
+        ``[C, B, ...]``."""
+        c = f.shape[0]
         n = self._likelihood.dataset_size
-        b = f.shape[1]
-        scale = 1.0 if n is None else n / b
+        scale = 1.0 if n is None else n / f.shape[1]
         if self._gaussian:
             ll = _gaussian_log_prob(self._likelihood, f, latents, y)
         else:
             ll = self._likelihood.distribution(f, latents).log_prob(y).reshape(c, -1).sum(-1)
-        return -(log_p + scale * ll)
+        return scale * ll
+
+    def _mlp_value_and_grad(self, z: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`value_and_grad` of one chain of a plain MLP whose weights all have
+        scalar-Normal priors, with the network's backward pass written out: each weight
+        gradient ``factor · δᵀ h + prec · (w − loc)`` is one ``addmm`` into its slice of the
+        flat gradient, so there is no autograd graph over the weights, no per-site gradient
+        tensors and no concatenation of them (nor a separate pass for the prior's gradient).
+        Autograd runs only from the likelihood back to the outputs and the non-weight sites
+        (a noise scale)."""
+        g = torch.empty_like(z)
+        parts = self._split(z)
+        grad_parts = dict(zip(self.site_names, self._split(g), strict=True))
+        with torch.enable_grad():
+            leaves = [
+                u if s.name in self._weights else u.detach().requires_grad_(True)
+                for s, u in zip(self.sites, parts, strict=True)
+            ]
+            log_p, weights, latents = self._site_values(leaves, z.new_zeros(1))
+            with torch.no_grad():
+                f, saved = _mlp_forward_saving(self._mlp, weights, x)
+            f = f.requires_grad_(True)
+            u = -(log_p + self._log_likelihood(f, latents, y))
+            others = [
+                (s, leaf) for s, leaf in zip(self.sites, leaves, strict=True) if leaf.requires_grad
+            ]
+            grads = torch.autograd.grad(
+                u.sum(), [f] + [leaf for _, leaf in others], allow_unused=True
+            )
+        for (s, _), gu in zip(others, grads[1:], strict=True):
+            if gu is None:
+                grad_parts[s.name].zero_()
+            else:
+                grad_parts[s.name].copy_(gu)
+        u = u.detach() + self._prior_const
+        delta = grads[0][0]  # [B, out]
+        for i in reversed(range(len(self._mlp))):
+            weight, bias, activation, factor = self._mlp[i]
+            h_in, pre, out = saved[i]
+            if activation is not None:
+                delta = delta * _activation_grad(activation, pre, out)
+            w = weights[weight][0]
+            if i > 0:  # the input layer's δ W is not needed
+                delta_in = torch.mm(delta, w)
+                if factor != 1.0:
+                    delta_in = delta_in.mul_(factor)
+            u = u + self._prior_add_grad(weight, w, grad_parts[weight][0], delta, h_in, factor)
+            if bias is not None:
+                b = weights[bias][0]
+                u = u + self._prior_add_grad(bias, b, grad_parts[bias][0], delta, None, factor)
+            if i > 0:
+                delta = delta_in
+        for s, part in zip(self.sites, parts, strict=True):
+            # closed-form prior terms of the other sites (a LogNormal noise scale)
+            params = None
+            if s.name not in self._weights:
+                params = self._scalar_normal.get(s.name) or self._lognormal.get(s.name)
+            if params is not None:
+                d = part.reshape(-1) - params[0]
+                prec = 1.0 / params[1] ** 2
+                u = u + 0.5 * prec * torch.dot(d, d)
+                grad_parts[s.name].reshape(-1).add_(d, alpha=prec)
+        return u, g
+
+    def _prior_add_grad(
+        self, name: str, w: Tensor, out: Tensor, delta: Tensor, h_in: Tensor | None, factor: float
+    ) -> Tensor:
+        """Write the gradient of a weight (``h_in`` given; ``δᵀ h_in``) or bias (``Σ_b δ``)
+        plus its scalar-Normal prior's gradient into ``out``; returns the prior term."""
+        loc, scale = self._scalar_normal[name]
+        prec = 1.0 / scale**2
+        d = w if loc == 0 else w - loc
+        if h_in is None:
+            torch.add(delta.sum(0), d, alpha=prec, out=out)
+        else:
+            torch.addmm(d, delta.t(), h_in, beta=prec, alpha=factor, out=out)
+        flat = d.reshape(-1)
+        return 0.5 * prec * torch.dot(flat, flat)
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -657,6 +761,43 @@ def _mlp_forward(layers: list[_MLPLayer], weights: Mapping[str, Tensor], x: Tens
         if activation is not None:
             h = activation(h)
     return h.unsqueeze(0) if one else h
+
+
+def _mlp_forward_saving(
+    layers: list[_MLPLayer], weights: Mapping[str, Tensor], x: Tensor
+) -> tuple[Tensor, list[tuple[Tensor, Tensor | None, Tensor]]]:
+    """One chain's :func:`_mlp_forward` (outputs ``[1, B, out]``), keeping per layer its input,
+    its pre-activation (only where the activation's derivative needs it) and its output."""
+    saved = []
+    h = x
+    for weight, bias, activation, factor in layers:
+        w = weights[weight][0]
+        if bias is not None:
+            a = torch.addmm(weights[bias][0], h, w.t(), alpha=factor)
+        else:
+            a = torch.mm(h, w.t())
+            if factor != 1.0:
+                a = a.mul_(factor)
+        out = a if activation is None else activation(a)
+        saved.append((h, a if activation is torch.nn.functional.silu else None, out))
+        h = out
+    return h.unsqueeze(0), saved
+
+
+def _activation_grad(
+    activation: Callable[[Tensor], Tensor], pre: Tensor | None, out: Tensor
+) -> Tensor:
+    """``act'(a)`` from the saved pre-activation ``a`` or output ``act(a)``."""
+    if activation is torch.relu:
+        return out > 0
+    if activation is torch.tanh:
+        return 1 - out * out
+    if activation is torch.sigmoid:
+        return out * (1 - out)
+    if activation is torch.nn.functional.silu:
+        sig = torch.sigmoid(pre)
+        return sig * (1 + pre * (1 - sig))
+    raise AssertionError(f"no derivative for {activation}")
 
 
 def _scalar_lognormal_params(fn: Any) -> tuple[float, float] | None:

@@ -7,6 +7,7 @@ import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch import Tensor
 from bayesdl._progress import progress_bar, progress_enabled
 from bayesdl._validation import check_positive_int
 from bayesdl.infer.checkpoint import load_checkpoint, save_checkpoint
+from bayesdl.infer.mcmc._cpu_cache import caching_cpu_allocator
 from bayesdl.infer.mcmc.kernel import MCMCKernel
 from bayesdl.infer.mcmc.mcmc_result import MCMCResult
 from bayesdl.infer.mcmc.potential import ModelPotential, Potential, potential_of
@@ -195,6 +197,13 @@ def sample(
             (memory-mapped; written as the run goes).
         progress: show progress bars (``None``: when on a TTY and ``BAYESDL_PROGRESS != 0``).
 
+    On CPU the sampling loop runs under
+    :func:`~bayesdl.infer.mcmc._cpu_cache.caching_cpu_allocator` (process-wide while it
+    runs; ``BAYESDL_CPU_CACHE=0`` turns it off): every step allocates the same buffers (the
+    gradient, the network's activations and weight gradients), and for a network of millions
+    of weights, taking them fresh from the system each step cost page faults of a few ms per
+    step on the machines measured (``benchmarks/sghmc_step.py``).
+
     Returns:
         an :class:`MCMCResult`.
 
@@ -355,7 +364,7 @@ def sample(
         bar = progress_bar(
             total_iters, desc=f"{type(kernel).__name__} {desc}", progress=progress, initial=first
         )
-        with bar, poutine.block():
+        with bar, poutine.block(), _loop_allocator(device):
             for it in range(first, total_iters):
                 batch = batches(it) if batches is not None else None
                 state, info = kernel.step(
@@ -399,6 +408,11 @@ def sample(
         elapsed=time.perf_counter() - t0,
         resumed_from=resumed_from,
     )
+
+
+def _loop_allocator(device: Any) -> Any:
+    """The caching CPU allocator for a sampling loop on CPU, else nothing."""
+    return caching_cpu_allocator() if torch.device(device).type == "cpu" else nullcontext()
 
 
 def _restore_state(

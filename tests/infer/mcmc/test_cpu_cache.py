@@ -136,3 +136,32 @@ def test_compiled_nuts_draws_the_same_with_and_without_the_cache(monkeypatch):
     plain = run()
     assert _stats()["hits"] == hits
     assert torch.equal(cached.z, plain.z)
+
+
+def test_sample_runs_its_cpu_loop_under_the_cache_and_leaves_it_after_an_error(monkeypatch):
+    """``sample`` on CPU: an eager SGHMC run's steps hit the cache, its draws equal those of a
+    run without it, and the default allocator is back afterwards, also when a step raises."""
+    from bayesdl.infer.mcmc import SGHMC
+
+    def run(potential):
+        return sample(potential, SGHMC(step_size=0.01), num_samples=20, warmup=5, num_chains=2,
+                      seed=3, progress=False)  # fmt: skip
+
+    quadratic = FunctionPotential(lambda z: 0.5 * (z * z).sum(-1), dim=4)
+    hits = _stats()["hits"]
+    cached = run(quadratic)
+    assert _stats()["hits"] > hits
+    assert _stats()["depth"] == 0 and _stats()["cached_bytes"] == 0
+    calls = {"n": 0}
+
+    def failing(z):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise RuntimeError("boom")
+        return 0.5 * (z * z).sum(-1)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run(FunctionPotential(failing, dim=4))
+    assert _stats()["depth"] == 0 and _stats()["installed"] == 0
+    monkeypatch.setattr(_cpu_cache, "enabled", False)
+    assert torch.equal(run(quadratic).z, cached.z)

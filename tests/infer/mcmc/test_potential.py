@@ -124,3 +124,48 @@ def test_module_init_needs_a_bnn():
     potential = ModelPotential(model, (torch.zeros(1),))
     with pytest.raises(ValueError, match="'module' needs a bayesdl BNN model"):
         potential.initial(2, "module")
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh, nn.Sigmoid, nn.SiLU])
+@pytest.mark.parametrize("likelihood", ["cat", "gauss_scale_prior"])
+@pytest.mark.parametrize("layer", ["linear", "linear_no_bias", "scaled"])
+def test_written_out_backward_equals_autograd(activation, likelihood, layer):
+    # one chain of a plain MLP with scalar-Normal priors: BNNPotential.value_and_grad writes
+    # the network's backward pass out (addmm into the flat gradient); it must give the traced
+    # potential's values and gradients, and those of its own autograd path
+    torch.manual_seed(1)
+    out = 3 if likelihood == "cat" else 1
+    if layer == "scaled":
+        net = scaled_mlp([4, 6, 5, out], activation=activation)
+    else:
+        bias = layer == "linear"
+        net = nn.Sequential(
+            nn.Linear(4, 6, bias=bias), activation(), nn.Linear(6, 5), activation(),
+            nn.Linear(5, out, bias=bias),
+        )  # fmt: skip
+    net = net.double()
+    if likelihood == "cat":
+        lik, y = CategoricalLikelihood(30), torch.randint(0, 3, (30,))
+    else:
+        lik = GaussianLikelihood(30, scale_prior=dist.LogNormal(-1.0, 1.0))
+        y = torch.randn(30, dtype=torch.float64)
+    bnn = BNN(net, IIDPrior(dist.Normal(0.2, 1.5)), lik.double())
+    data = (torch.randn(30, 4, dtype=torch.float64), y)
+    fast, traced = BNNPotential(bnn, data), ModelPotential(bnn, data)
+    assert fast._manual_backward
+    graph = BNNPotential(bnn, data)
+    graph._manual_backward = False  # the same potential through autograd
+    z = traced.initial(1, "prior")
+    for b in (None, (data[0][:10], data[1][:10])):
+        u_fast, g_fast = fast.value_and_grad(z, b)
+        for other in (traced, graph):
+            u_ref, g_ref = other.value_and_grad(z, b)
+            torch.testing.assert_close(u_fast, u_ref)
+            torch.testing.assert_close(g_fast, g_ref)
+    # several chains take the autograd path, and agree chain by chain
+    zs = traced.initial(3, "prior")
+    u3, g3 = fast.value_and_grad(zs)
+    for i in range(3):
+        u1, g1 = fast.value_and_grad(zs[i : i + 1])
+        torch.testing.assert_close(u1, u3[i : i + 1])
+        torch.testing.assert_close(g1, g3[i : i + 1])
