@@ -259,26 +259,26 @@ def _build() -> ctypes.CDLL:
     return lib_
 
 
-def _library() -> ctypes.CDLL | None:
-    """The built allocator library, or ``None`` (with one warning) when it cannot be built."""
+def _library(*, warn: bool = True) -> ctypes.CDLL | None:
+    """The built allocator library, or ``None`` (with one warning, if ``warn``) when it cannot
+    be built."""
     global _lib, _unavailable, _warned
-    if _lib is not None or _unavailable is not None:
-        if _unavailable is not None and not _warned:
-            _warned = True
-            warnings.warn(
-                f"bayesdl's caching CPU allocator is unavailable ({_unavailable}); compiled "
-                "CPU sampling runs with the default allocator",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        return _lib
-    with _lock:
-        if _lib is None and _unavailable is None:
-            try:
-                _lib = _build()
-            except Exception as error:  # noqa: BLE001 -- a missing or failing compiler
-                _unavailable = f"{type(error).__name__}: {error}"
-    return _library()
+    if _lib is None and _unavailable is None:
+        with _lock:
+            if _lib is None and _unavailable is None:
+                try:
+                    _lib = _build()
+                except Exception as error:  # noqa: BLE001 -- a missing or failing compiler
+                    _unavailable = f"{type(error).__name__}: {error}"
+    if _unavailable is not None and warn and not _warned:
+        _warned = True
+        warnings.warn(
+            f"bayesdl's caching CPU allocator is unavailable ({_unavailable}); compiled "
+            "CPU sampling runs with the default allocator",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return _lib
 
 
 def stats() -> dict[str, int]:
@@ -295,13 +295,22 @@ def stats() -> dict[str, int]:
 
 
 @contextmanager
-def caching_cpu_allocator() -> Iterator[bool]:
+def caching_cpu_allocator(*, quiet: bool = False) -> Iterator[bool]:
     """Serve CPU tensor allocations from a size-keyed cache of freed blocks while the block
     runs: process-wide (every thread's CPU allocations pass through it meanwhile), nestable,
     guarded by one mutex. Yields whether the cache is in effect: false when it is switched
     off, could not be built, or the process's CPU allocator is not c10's default (another
-    library installed its own, which is left alone)."""
-    lib = _library() if enabled else None
+    library installed its own, which is left alone).
+
+    With ``quiet`` (``sample``'s loop, compiled or not) an unavailable cache gives no warning,
+    and where no compiler is found nothing is built or recorded (a compiled step later in the
+    process still tries, and warns)."""
+    if not enabled:
+        lib = None
+    elif quiet:
+        lib = _lib if _lib is not None or find_cxx() is None else _library(warn=False)
+    else:
+        lib = _library()
     if lib is None:
         yield False
         return

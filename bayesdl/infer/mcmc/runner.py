@@ -412,7 +412,9 @@ def sample(
 
 def _loop_allocator(device: Any) -> Any:
     """The caching CPU allocator for a sampling loop on CPU, else nothing."""
-    return caching_cpu_allocator() if torch.device(device).type == "cpu" else nullcontext()
+    return (
+        caching_cpu_allocator(quiet=True) if torch.device(device).type == "cpu" else nullcontext()
+    )
 
 
 def _restore_state(

@@ -52,7 +52,7 @@ class SGHMC(SGKernel):
             seed, same draws; per-chain streams; exact resume) instead of torch's generator,
             so compiled and eager runs draw different, equally distributed noise. On one CPU
             core the whole step of a 784-1200-1200-10 MLP then costs 1.02-1.09 SGD steps on
-            an AVX-512 CPU and 1.18 on an AVX2-only one (eager: 1.4-1.6;
+            an AVX-512 CPU and 1.00-1.04 on an AVX2-only one (eager: 1.2-1.6;
             ``benchmarks/sghmc_step.py``). ``"auto"`` runs the same update
             eagerly (same draws, slower) where compiling is impossible or fails; ``True``
             raises there. The first step compiles (seconds), counted in

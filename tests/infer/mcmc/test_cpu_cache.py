@@ -165,3 +165,22 @@ def test_sample_runs_its_cpu_loop_under_the_cache_and_leaves_it_after_an_error(m
     assert _stats()["depth"] == 0 and _stats()["installed"] == 0
     monkeypatch.setattr(_cpu_cache, "enabled", False)
     assert torch.equal(run(quadratic).z, cached.z)
+
+
+def test_quiet_without_a_compiler_records_nothing_and_warns_nothing(monkeypatch, recwarn):
+    """``sample``'s loop (``quiet``): no compiler found means no build, no warning and no
+    recorded failure, so a compiled step later still builds the allocator (and warns)."""
+    monkeypatch.setattr(_cpu_cache, "_lib", None)
+    monkeypatch.setattr(_cpu_cache, "_unavailable", None)
+    monkeypatch.setattr(_cpu_cache, "_warned", False)
+    monkeypatch.setattr(_cpu_cache, "find_cxx", lambda: None)
+    with _cpu_cache.caching_cpu_allocator(quiet=True) as on:
+        assert not on
+    assert _cpu_cache._unavailable is None and not recwarn.list
+    monkeypatch.setattr(_cpu_cache, "find_cxx", lambda: "false")  # a compiler that fails
+    with _cpu_cache.caching_cpu_allocator(quiet=True) as on:
+        assert not on
+    assert "false failed" in _cpu_cache._unavailable and not recwarn.list
+    with pytest.warns(RuntimeWarning, match="false failed"):  # the compiled steps' use warns
+        with _cpu_cache.caching_cpu_allocator() as on:
+            assert not on
