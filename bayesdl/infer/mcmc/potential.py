@@ -722,7 +722,10 @@ def _mlp_layers(net: Any, random: set[str]) -> list[_MLPLayer] | None:
         return None
     layers: list[_MLPLayer] = []
     names: set[str] = set()
-    for name, module in net.named_children():
+    children = list(net._modules.items())
+    if len({id(m) for _, m in children}) != len(children):
+        return None  # a module used twice (named_children would skip its repeats)
+    for name, module in children:
         if module._forward_hooks or module._forward_pre_hooks:
             return None
         kind = type(module)

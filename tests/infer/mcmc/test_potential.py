@@ -169,3 +169,21 @@ def test_written_out_backward_equals_autograd(activation, likelihood, layer):
         u1, g1 = fast.value_and_grad(zs[i : i + 1])
         torch.testing.assert_close(u1, u3[i : i + 1])
         torch.testing.assert_close(g1, g3[i : i + 1])
+
+
+def test_a_module_used_twice_leaves_the_mlp_fast_path():
+    # one activation instance at two places: the layer walk must not drop its repeat
+    torch.manual_seed(2)
+    act = nn.Tanh()
+    net = nn.Sequential(nn.Linear(3, 4), act, nn.Linear(4, 4), act, nn.Linear(4, 1)).double()
+    lik = GaussianLikelihood(20, scale=0.5).double()
+    bnn = BNN(net, IIDPrior(dist.Normal(0.0, 1.0)), lik)
+    data = (torch.randn(20, 3, dtype=torch.float64), torch.randn(20, dtype=torch.float64))
+    fast, traced = BNNPotential(bnn, data), ModelPotential(bnn, data)
+    assert fast._mlp is None and not fast._manual_backward
+    for c in (1, 2):
+        z = traced.initial(c, "prior")
+        u_fast, g_fast = fast.value_and_grad(z)
+        u_ref, g_ref = traced.value_and_grad(z)
+        torch.testing.assert_close(u_fast, u_ref)
+        torch.testing.assert_close(g_fast, g_ref)
