@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -23,16 +24,26 @@ def device_sync(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def step_runner(step_fn: Callable[[], object], sync: Callable[[], None]) -> Runner:
-    """Wrap a one-step function into a runner that times ``n`` consecutive calls."""
+def step_runner(
+    step_fn: Callable[[], object],
+    sync: Callable[[], None],
+    *,
+    context: Callable[[], AbstractContextManager] = nullcontext,
+    untimed: int = 0,
+) -> Runner:
+    """Wrap a one-step function into a runner that times ``n`` consecutive calls, each block
+    inside a fresh ``context()`` and after ``untimed`` steps there."""
 
     def run(n: int) -> float:
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step_fn()
-        sync()
-        return time.perf_counter() - t0
+        with context():
+            for _ in range(untimed):
+                step_fn()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step_fn()
+            sync()
+            return time.perf_counter() - t0
 
     return run
 

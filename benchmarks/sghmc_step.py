@@ -56,7 +56,6 @@ import math
 import os
 import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,22 +154,6 @@ def make_bayesdl(sizes, batches, device, *, compile=False):
     return step
 
 
-def cached_runner(step_fn, sync):
-    """A runner whose block runs under the caching CPU allocator, one untimed step first."""
-
-    def run(n: int) -> float:
-        with caching_cpu_allocator():
-            step_fn()
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                step_fn()
-            sync()
-            return time.perf_counter() - t0
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on a small MLP")
@@ -209,9 +192,8 @@ def main() -> None:
     runners = {}
     for name, make in makers.items():
         cached = device.type == "cpu" and (name.startswith("bayesdl") or name == "sgd_cached")
-        runners[name] = (cached_runner if cached else step_runner)(
-            make(sizes, batches, device), sync
-        )
+        extra = {"context": caching_cpu_allocator, "untimed": 1} if cached else {}
+        runners[name] = step_runner(make(sizes, batches, device), sync, **extra)
     times = interleaved_times(runners, steps=steps, repeats=repeats, warmup=warmup)
     common = {
         "sizes": list(sizes),
